@@ -1,0 +1,25 @@
+# `make demo` trains a LoRA adapter on the embedded service; `make test` runs the suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel; any other torch spec pulls gigabytes of CUDA wheels.
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test lint
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[worker,test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) examples/demo.py
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,132 @@
+"""One error shape for every failure: `{"error": {"type", "code", "message", "param"}}`."""
+
+import logging
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    status_code = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(APIError):
+    pass
+
+
+class Unauthorized(APIError):
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFound(APIError):
+    status_code = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class Conflict(APIError):
+    status_code = 409
+    type = "conflict_error"
+    code = "conflict"
+
+
+class TooLarge(APIError):
+    status_code = 413
+    code = "too_large"
+
+
+class UnprocessableSpec(APIError):
+    status_code = 422
+    code = "invalid_spec"
+
+
+class RateLimited(APIError):
+    status_code = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
+
+
+def error_body(type_: str, code: str, message: str, param: str | None) -> dict[str, object]:
+    return {"error": {"type": type_, "code": code, "message": message, "param": param}}
+
+
+# Union member names pydantic puts in an error's location; not fields a user wrote.
+_UNION_MEMBER = re.compile(r"^(constrained-\w+|literal\[.*\]|int|float|str|bool|list\[.*\]|"
+                           r"function-\w+\[.*\]|tagged-union\[.*\])$")
+_DISCRIMINATED = {"method", "tuning"}
+
+
+def _loc_to_param(loc: tuple[object, ...]) -> str | None:
+    """("body", "tuning", "lora", "r") -> "tuning.r"; ("body", "tasks", 0, "file") ->
+    "tasks[0].file": the field as the user wrote it."""
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [p for p in parts if not (isinstance(p, str) and _UNION_MEMBER.match(p))]
+    if len(parts) > 1 and parts[0] in _DISCRIMINATED:
+        del parts[1]  # the discriminator tag pydantic adds, e.g. "lora" in tuning.lora.r
+    param = ""
+    for part in parts:
+        param += f"[{part}]" if isinstance(part, int) else (f".{part}" if param else str(part))
+    return param or None
+
+
+def _distinct_errors(errors: list[dict[str, Any]]) -> list[tuple[str | None, str]]:
+    """One message per field: the `"auto"` alternative of a number adds only noise."""
+    seen: dict[str | None, str] = {}
+    for error in errors:
+        param = _loc_to_param(tuple(error.get("loc", ())))
+        if param not in seen or error.get("type") != "literal_error":
+            if param in seen and error.get("type") == "literal_error":
+                continue
+            seen.setdefault(param, error.get("msg", "invalid"))
+    return list(seen.items())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(error_body(exc.type, exc.code, exc.message, exc.param),
+                            status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = _distinct_errors(list(exc.errors()))
+        param, message = problems[0]
+        if param:
+            message = f"{param}: {message}"
+        if len(problems) > 1:
+            message += f" (and {len(problems) - 1} more: " + "; ".join(
+                f"{p}: {m}" for p, m in problems[1:4]) + ")"
+        body = error_body("invalid_request_error", "invalid_spec", message, param)
+        body["error"]["details"] = [{"param": p, "message": m} for p, m in problems]
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body("invalid_request_error", code, str(exc.detail), None),
+                            status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(error_body("server_error", "internal", "Internal error; the server "
+                                       "log has the details.", None), status_code=500)

@@ -1,0 +1,157 @@
+"""`/v1/files`: upload, list, read and delete JSONL data sets."""
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Form, Header, Query, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api import idempotency
+from api.deps import CurrentProject, SessionDep
+from api.errors import Conflict, InvalidRequest, NotFound, TooLarge
+from api.serializers import file_object, list_object
+from tunesmith import storage
+from tunesmith.db.models import File, Job
+from tunesmith.ids import new_id
+from tunesmith.jobs.states import TERMINAL
+from tunesmith.settings import settings
+from tunesmith.spec.data_formats import check_jsonl
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+PURPOSES = {"fine-tune", "fine-tune-results", "batch", "user_data", "assistants"}
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    limit = settings.max_line_bytes
+    with path.open("rb") as handle:
+        # Read at most one byte past the line limit, so a 50 MB line costs no 50 MB of memory;
+        # the rest of an over-long line is skipped (the check reports the line as too long).
+        while line := handle.readline(limit + 1):
+            if len(line) > limit and not line.endswith(b"\n"):
+                while (rest := handle.readline(storage.CHUNK)) and not rest.endswith(b"\n"):
+                    pass
+            yield line.rstrip(b"\r\n")
+
+
+async def _spool(upload: UploadFile, target: Path) -> tuple[int, str]:
+    """Copy the upload to `target`, refusing it past the size limit. Returns (bytes, sha256)."""
+    digest, size = hashlib.sha256(), 0
+    with target.open("wb") as out:
+        while chunk := await upload.read(storage.CHUNK):
+            size += len(chunk)
+            if size > settings.max_upload_bytes:
+                raise TooLarge(f"File is over the upload limit of {settings.max_upload_bytes} "
+                               "bytes.", param="file")
+            digest.update(chunk)
+            out.write(chunk)
+    return size, digest.hexdigest()
+
+
+@router.post("", status_code=200)
+async def create_file(
+    session: SessionDep, project: CurrentProject, file: UploadFile,
+    purpose: Annotated[str, Form()] = "fine-tune",
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Upload a JSONL data set; every bad line is reported with its number."""
+    if purpose not in PURPOSES:
+        raise InvalidRequest(f"Unknown purpose '{purpose}'; use 'fine-tune'.", param="purpose")
+    filename = os.path.basename(file.filename or "upload.jsonl")[:255] or "upload.jsonl"
+    settings.ensure_dirs()
+    file_id = new_id("file")
+    target = storage.file_path(file_id)
+    partial = target.with_suffix(".partial")
+    try:
+        size, sha256 = await _spool(file, partial)
+        body_hash = idempotency.request_hash(sha256, purpose, filename)
+        record = idempotency.replay(session, project_id=project.id, route="files",
+                                    key=idempotency_key, body_hash=body_hash)
+        if record is not None:
+            return JSONResponse(record.body, status_code=record.status_code)
+        check = check_jsonl(_lines(partial), max_line_bytes=settings.max_line_bytes)
+        if not check.ok:
+            first = check.problems[0]
+            where = f"line {first.line}: " if first.line else ""
+            more = len(check.problems) - 1
+            raise InvalidRequest(
+                f"{filename}: {where}{first.message}" + (f" (and {more} more bad lines)"
+                                                         if more else ""),
+                param="file", code="invalid_file",
+            )
+        row = File(id=file_id, project_id=project.id, filename=filename, purpose=purpose,
+                   bytes=size, sha256=sha256, format=check.format.value, row_count=check.rows)
+        session.add(row)
+        session.flush()
+        body = file_object(row)
+        idempotency.remember(session, project_id=project.id, route="files", key=idempotency_key,
+                             body_hash=body_hash, status_code=200, body=body)
+        partial.rename(target)
+        session.commit()
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        if target.exists() and session.get(File, file_id) is None:
+            target.unlink(missing_ok=True)
+        raise
+    return body
+
+
+def _get_file(session: SessionDep, project: CurrentProject, file_id: str) -> File:
+    file = session.get(File, file_id)
+    if file is None or file.project_id != project.id or file.status == "deleted":
+        raise NotFound(f"No file '{file_id}' in this project.", param="file_id")
+    return file
+
+
+@router.get("")
+def read_files(
+    session: SessionDep, project: CurrentProject,
+    after: str | None = None, limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+    purpose: str | None = None,
+) -> dict[str, Any]:
+    """List the project's files, newest first."""
+    query = sa.select(File).where(File.project_id == project.id, File.status != "deleted")
+    if purpose:
+        query = query.where(File.purpose == purpose)
+    if after:
+        query = query.where(File.id < after)
+    rows = session.scalars(query.order_by(File.id.desc()).limit(limit + 1)).all()
+    return list_object([file_object(f) for f in rows[:limit]], has_more=len(rows) > limit)
+
+
+@router.get("/{file_id}")
+def read_file(session: SessionDep, project: CurrentProject, file_id: str) -> dict[str, Any]:
+    """One file's metadata."""
+    return file_object(_get_file(session, project, file_id))
+
+
+@router.get("/{file_id}/content")
+def read_file_content(session: SessionDep, project: CurrentProject,
+                      file_id: str) -> StreamingResponse:
+    """The file's bytes as uploaded."""
+    file = _get_file(session, project, file_id)
+    return StreamingResponse(storage.iter_file(storage.file_path(file.id)),
+                             media_type="application/jsonl")
+
+
+@router.delete("/{file_id}")
+def delete_file(session: SessionDep, project: CurrentProject, file_id: str) -> dict[str, Any]:
+    """Delete a file that no unfinished job still reads."""
+    file = _get_file(session, project, file_id)
+    busy = session.scalar(
+        sa.select(Job.id).where(
+            Job.project_id == project.id, Job.status.not_in([s.value for s in TERMINAL]),
+            sa.or_(Job.training_file_id == file.id, Job.validation_file_id == file.id))
+        .limit(1))
+    if busy:
+        raise Conflict(f"File '{file_id}' is in use by job '{busy}'; cancel it or wait.",
+                       param="file_id", code="file_in_use")
+    # Finished jobs keep naming the file, so the row stays (marked deleted); the bytes go.
+    file.status = "deleted"
+    session.commit()
+    storage.file_path(file.id).unlink(missing_ok=True)
+    return {"id": file.id, "object": "file", "deleted": True}

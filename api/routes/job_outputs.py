@@ -1,0 +1,116 @@
+"""What a job produces: events (paginated or streamed), checkpoints, and artifacts."""
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse, StreamingResponse
+
+from api.deps import CurrentProject, SessionDep
+from api.errors import InvalidRequest, NotFound
+from api.routes.jobs import get_job
+from api.serializers import artifact_object, checkpoint_object, event_object, list_object
+from tunesmith import storage
+from tunesmith.db.models import Artifact, Checkpoint, Job, JobEvent
+from tunesmith.db.session import new_session
+from tunesmith.jobs.events import event_seq
+from tunesmith.jobs.states import TERMINAL, JobStatus
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["jobs"])
+
+STREAM_POLL_SECONDS = 0.5
+STREAM_KEEPALIVE_SECONDS = 15.0
+
+
+def _stream_events(job_id: str, after_seq: int) -> Iterator[str]:
+    """Server-sent events, oldest first, until the job has ended and every event is sent."""
+    last_sent = time.monotonic()
+    while True:
+        with new_session() as session:
+            events = session.scalars(
+                sa.select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
+                .order_by(JobEvent.seq).limit(500)).all()
+            status = session.scalar(sa.select(Job.status).where(Job.id == job_id))
+        for event in events:
+            after_seq = event.seq
+            yield f"id: {event_object(event)['id']}\ndata: {json.dumps(event_object(event))}\n\n"
+            last_sent = time.monotonic()
+        if not events and (status is None or JobStatus(status) in TERMINAL):
+            yield "data: [DONE]\n\n"
+            return
+        if not events:
+            if time.monotonic() - last_sent > STREAM_KEEPALIVE_SECONDS:
+                yield ": keep-alive\n\n"
+                last_sent = time.monotonic()
+            time.sleep(STREAM_POLL_SECONDS)
+
+
+@router.get("/{job_id}/events", response_model=None)
+def read_events(
+    session: SessionDep, project: CurrentProject, job_id: str,
+    after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    stream: bool = False,
+) -> dict[str, Any] | StreamingResponse:
+    """Events, newest first; `?stream=true` streams them live (SSE) until the job ends."""
+    get_job(session, project, job_id)
+    after_seq = None
+    if after is not None:
+        after_seq = event_seq(after)
+        if after_seq is None:
+            raise InvalidRequest(f"after: '{after}' is not an event id.", param="after")
+    if stream:
+        return StreamingResponse(_stream_events(job_id, after_seq or 0),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    query = sa.select(JobEvent).where(JobEvent.job_id == job_id)
+    if after_seq is not None:
+        query = query.where(JobEvent.seq < after_seq)
+    rows = session.scalars(query.order_by(JobEvent.seq.desc()).limit(limit + 1)).all()
+    return list_object([event_object(e) for e in rows[:limit]], has_more=len(rows) > limit)
+
+
+@router.get("/{job_id}/checkpoints")
+def read_checkpoints(
+    session: SessionDep, project: CurrentProject, job_id: str,
+    after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> dict[str, Any]:
+    """Checkpoints with their step and metrics, newest first."""
+    job = get_job(session, project, job_id)
+    query = sa.select(Checkpoint).where(Checkpoint.job_id == job_id)
+    if after:
+        anchor = session.get(Checkpoint, after)
+        if anchor is None or anchor.job_id != job_id:
+            raise InvalidRequest(f"after: no checkpoint '{after}' in this job.", param="after")
+        query = query.where(Checkpoint.step < anchor.step)
+    rows = session.scalars(query.order_by(Checkpoint.step.desc()).limit(limit + 1)).all()
+    return list_object([checkpoint_object(c, job) for c in rows[:limit]],
+                       has_more=len(rows) > limit)
+
+
+@router.get("/{job_id}/artifacts")
+def read_artifacts(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
+    """The job's results (adapter, model, reward model) with size and sha256."""
+    get_job(session, project, job_id)
+    rows = session.scalars(sa.select(Artifact).where(Artifact.job_id == job_id)
+                           .order_by(Artifact.name)).all()
+    return list_object([artifact_object(a) for a in rows], has_more=False)
+
+
+@router.get("/{job_id}/artifacts/{name:path}")
+def read_artifact(session: SessionDep, project: CurrentProject, job_id: str,
+                  name: str) -> FileResponse:
+    """Download one artifact file by its name from the list."""
+    get_job(session, project, job_id)
+    artifact = session.scalar(sa.select(Artifact).where(Artifact.job_id == job_id,
+                                                        Artifact.name == name))
+    if artifact is None:
+        raise NotFound(f"No artifact '{name}' in job '{job_id}'.", param="name")
+    try:
+        path = storage.safe_join(storage.artifacts_dir(job_id), artifact.name)
+    except storage.UnsafePath as exc:
+        raise NotFound(f"No artifact '{name}' in job '{job_id}'.", param="name") from exc
+    return FileResponse(path, filename=path.name, media_type="application/octet-stream",
+                        headers={"X-Checksum-Sha256": artifact.sha256})

@@ -1,0 +1,187 @@
+"""`/v1/fine_tuning/jobs`: create, list, retrieve and cancel fine-tuning jobs."""
+
+import json
+import logging
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from api import idempotency
+from api.deps import CurrentProject, SessionDep
+from api.errors import Conflict, InvalidRequest, NotFound, RateLimited
+from api.serializers import job_object, list_object
+from tunesmith.db.models import File, Job, Project
+from tunesmith.ids import new_id
+from tunesmith.jobs.events import add_event
+from tunesmith.jobs.states import TERMINAL, JobStatus, change_status
+from tunesmith.models import BadModelName, ModelNotFound, resolve_model
+from tunesmith.queue import dispatch_job, queue_for
+from tunesmith.settings import settings
+from tunesmith.spec.job import JobSpec, file_uses, reward_model_reference
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["jobs"])
+log = logging.getLogger(__name__)
+
+
+def get_job(session: Session, project: Project, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.project_id != project.id:
+        raise NotFound(f"No fine-tuning job '{job_id}' in this project.", param="job_id")
+    return job
+
+
+def _check_references(session: Session, project: Project, spec: JobSpec) -> None:
+    """Every file the spec names is this project's and holds rows the method can read."""
+    for use in file_uses(spec):
+        file = session.get(File, use.file_id)
+        if file is None or file.project_id != project.id or file.status == "deleted":
+            raise InvalidRequest(f"{use.field}: no file '{use.file_id}' in this project.",
+                                 param=use.field, code="file_not_found")
+        if file.format not in use.formats:
+            wanted = " or ".join(sorted(f.value for f in use.formats))
+            raise InvalidRequest(
+                f"{use.field}: file '{file.id}' ({file.filename}) holds {file.format} rows, but "
+                f"method '{spec.method.type}' needs {wanted} rows here.",
+                param=use.field, code="invalid_training_file")
+    try:
+        resolve_model(spec.model)
+    except (BadModelName, ModelNotFound) as exc:
+        raise InvalidRequest(str(exc), param="model", code="model_not_found") from exc
+    reward_job_id = reward_model_reference(spec)
+    if reward_job_id is not None:
+        reward_job = session.get(Job, reward_job_id)
+        if (reward_job is None or reward_job.project_id != project.id
+                or reward_job.method_type != "reward"
+                or reward_job.status != JobStatus.succeeded):
+            raise InvalidRequest(
+                f"method.ppo.reward_model.job: '{reward_job_id}' is not a succeeded reward job "
+                "of this project.", param="method.ppo.reward_model.job", code="invalid_reference")
+
+
+def _parse_spec(raw: bytes) -> JobSpec:
+    try:
+        body = json.loads(raw or b"null")
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"Body is not JSON: {exc.msg} (column {exc.colno}).") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("Body must be a JSON object with at least model and training_file.")
+    try:
+        return JobSpec.model_validate(body)
+    except ValidationError as exc:
+        from fastapi.exceptions import RequestValidationError
+
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from exc
+
+
+@router.post("")
+async def create_job(
+    request: Request, session: SessionDep, project: CurrentProject,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Create a job from a spec (OpenAI's fields plus `tuning`); it is queued at once."""
+    raw = await request.body()
+    spec = _parse_spec(raw)
+    body_hash = idempotency.request_hash(raw)
+    record = idempotency.replay(session, project_id=project.id, route="jobs",
+                                key=idempotency_key, body_hash=body_hash)
+    if record is not None:
+        return JSONResponse(record.body, status_code=record.status_code)
+    _check_references(session, project, spec)
+    queued = session.scalar(sa.select(sa.func.count()).select_from(Job).where(
+        Job.project_id == project.id, Job.status == JobStatus.queued.value))
+    if queued >= settings.max_queued_jobs_per_project:
+        raise RateLimited(f"This project has {queued} queued jobs, the most allowed; wait for "
+                          "some to start.", code="too_many_queued_jobs",
+                          headers={"Retry-After": "30"})
+    job = Job(
+        id=new_id("ftjob"), project_id=project.id, model=spec.model,
+        training_file_id=spec.training_file, validation_file_id=spec.validation_file,
+        method_type=spec.method.type, tuning_type=spec.tuning.type,
+        spec=spec.model_dump(mode="json"), status=JobStatus.queued.value,
+        suffix=spec.suffix, seed=spec.seed if spec.seed is not None else 42,
+        metadata_=spec.metadata, max_attempts=settings.max_attempts,
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job.id, f"Created fine-tuning job: {spec.method.type} x "
+              f"{spec.tuning.type} on {spec.model}", data={"status": "queued"})
+    body = job_object(job)
+    idempotency.remember(session, project_id=project.id, route="jobs", key=idempotency_key,
+                         body_hash=body_hash, status_code=200, body=body)
+    session.commit()
+    # After the commit, so a worker never receives an id it cannot read. If the broker is
+    # down the job stays queued with no dispatch time, and the reconciler sends it later.
+    try:
+        job.dispatched_at = dispatch_job(job.id, queue=queue_for(spec.resources.gpu_class))
+        session.commit()
+    except Exception:
+        log.exception("could not send job %s to the broker; the reconciler will retry", job.id)
+    return body
+
+
+@router.get("")
+def read_jobs(
+    request: Request, session: SessionDep, project: CurrentProject,
+    after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    status: JobStatus | None = None,
+) -> dict[str, Any]:
+    """List jobs, newest first (cursor `after`, filters `status` and `metadata[key]=value`)."""
+    query = sa.select(Job).where(Job.project_id == project.id)
+    if status is not None:
+        query = query.where(Job.status == status.value)
+    if after:
+        query = query.where(Job.id < after)
+    metadata = {k[len("metadata["):-1]: v for k, v in request.query_params.items()
+                if k.startswith("metadata[") and k.endswith("]")}
+    rows: list[Job] = []
+    has_more = False
+    # Metadata is JSON and filtered here, page by page, so it works on every database.
+    while True:
+        batch = session.scalars(query.order_by(Job.id.desc()).limit(limit + 1)).all()
+        for job in batch:
+            if all((job.metadata_ or {}).get(k) == v for k, v in metadata.items()):
+                if len(rows) == limit:
+                    has_more = True
+                    break
+                rows.append(job)
+        if has_more or len(batch) <= limit:
+            break
+        query = query.where(Job.id < batch[-1].id)
+    return list_object([job_object(j) for j in rows], has_more=has_more)
+
+
+@router.get("/{job_id}")
+def read_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
+    """The job: status, progress, last metrics, error, result files."""
+    return job_object(get_job(session, project, job_id))
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
+    """Cancel: a queued job at once; a running one stops within seconds and frees its GPU."""
+    job = get_job(session, project, job_id)
+    if JobStatus(job.status) in TERMINAL:
+        raise Conflict(f"Job '{job_id}' is already {job.status}; nothing to cancel.",
+                       param="job_id", code="job_not_cancellable")
+    if job.status == JobStatus.cancelling:
+        return job_object(job)
+    # Not yet started: cancelled at once. Running: the worker stops the child and
+    # records `cancelled` when it is gone.
+    done = change_status(session, job.id, JobStatus.cancelled, "Job cancelled before it started",
+                         expect={JobStatus.queued, JobStatus.validating_files})
+    if not done:
+        done = change_status(session, job.id, JobStatus.cancelling,
+                             "Cancel requested; stopping the training",
+                             expect={JobStatus.running})
+    session.commit()
+    session.refresh(job)
+    if not done and JobStatus(job.status) in TERMINAL:
+        raise Conflict(f"Job '{job_id}' is already {job.status}; nothing to cancel.",
+                       param="job_id", code="job_not_cancellable")
+    return job_object(job)

@@ -1,0 +1,49 @@
+"""`GET /v1/methods`: every objective and tuning the server accepts, from the spec itself."""
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from api.deps import CurrentProject
+from tunesmith.spec.objectives import METHOD_CLASSES, SUPPORTED_TUNINGS, TRAINING_FORMATS
+from tunesmith.spec.tunings import TUNING_CLASSES
+
+router = APIRouter(prefix="/v1", tags=["methods"])
+
+
+def _type_of(cls: type[BaseModel]) -> str:
+    return cls.model_fields["type"].default
+
+
+def _doc(cls: type[BaseModel]) -> str:
+    return (cls.__doc__ or "").strip().split("\n\n")[0]
+
+
+def describe_methods() -> dict[str, Any]:
+    objectives = []
+    for cls in METHOD_CLASSES:
+        kind = _type_of(cls)
+        config_field = cls.model_fields[kind]
+        defaults = (config_field.default_factory().model_dump(mode="json")  # type: ignore[misc]
+                    if config_field.default_factory else None)
+        objectives.append({
+            "type": kind, "description": _doc(cls), "schema": cls.model_json_schema(),
+            "defaults": defaults,
+            "data_formats": sorted(f.value for f in TRAINING_FORMATS[kind]),
+            "tunings": sorted(SUPPORTED_TUNINGS[kind]),
+        })
+    tunings = [{"type": _type_of(cls), "description": _doc(cls),
+                "schema": cls.model_json_schema(), "defaults": cls().model_dump(mode="json")}
+               for cls in TUNING_CLASSES if _can_default(cls)]
+    return {"object": "list", "objectives": objectives, "tunings": tunings}
+
+
+def _can_default(cls: type[BaseModel]) -> bool:
+    return all(not f.is_required() for f in cls.model_fields.values())
+
+
+@router.get("/methods")
+def read_methods(_: CurrentProject) -> dict[str, Any]:
+    """Objectives (`method.type`) and tunings (`tuning.type`) with JSON schemas and defaults."""
+    return describe_methods()

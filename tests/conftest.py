@@ -1,0 +1,94 @@
+"""Session-wide real servers: PostgreSQL, Redis, the API under uvicorn, one Celery worker.
+
+They start once per test run (about 20 s) and every test talks to them over HTTP, as a
+user's script would.
+"""
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.utils.jobs import Project
+from tests.utils.servers import Postgres, Redis, Service, run_cli, start_api, start_worker
+
+# Fast fault detection for tests; the defaults suit hour-long jobs.
+FAST_RECOVERY = {
+    "TUNESMITH_HEARTBEAT_SECONDS": "1",
+    "TUNESMITH_LEASE_SECONDS": "10",
+    "TUNESMITH_REAPER_INTERVAL_SECONDS": "1",
+    "TUNESMITH_REDISPATCH_AFTER_SECONDS": "15",
+    "TUNESMITH_CANCEL_GRACE_SECONDS": "5",
+    "TUNESMITH_ALLOW_HUB_DOWNLOADS": "false",
+}
+
+
+@dataclass
+class Stack:
+    root: Path
+    env: dict[str, str]
+    postgres: Postgres
+    redis: Redis
+    api: Service
+    url: str
+    worker: Service
+
+    @property
+    def home(self) -> Path:
+        return Path(self.env["TUNESMITH_HOME"])
+
+    @property
+    def tiny_model(self) -> Path:
+        return self.home / "models" / "tiny-llama"
+
+    def project(self, name: str) -> Project:
+        return Project(self.url, self.env, name)
+
+    def restart_worker(self, name: str = "w1") -> Service:
+        self.worker = start_worker(self.env, self.root / f"worker-{name}.log", name=name)
+        return self.worker
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    root = Path(tempfile.mkdtemp(prefix="tunesmith-test-"))
+    os.chmod(root, 0o755)  # the postgres user must reach its data folder inside
+    postgres = Postgres(root / "pg")
+    postgres.init()
+    redis = Redis(root / "redis")
+    redis.start()
+    env = {
+        **os.environ, **FAST_RECOVERY,
+        "TUNESMITH_HOME": str(root / "home"),
+        "TUNESMITH_DATABASE_URL": postgres.url,
+        "TUNESMITH_BROKER_URL": redis.url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    run_cli(["migrate"], env)
+    run_cli(["tiny-model"], env)
+    api, url = start_api(env, root / "api.log")
+    worker = start_worker(env, root / "worker-w1.log")
+    stack = Stack(root, env, postgres, redis, api, url, worker)
+    try:
+        yield stack
+    finally:
+        stack.worker.stop()
+        stack.api.stop()
+        redis.stop()
+        postgres.stop("immediate")
+        if not os.environ.get("TUNESMITH_KEEP_TEST_DIR"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def project(stack: Stack) -> Project:
+    return stack.project("main")
+
+
+@pytest.fixture(scope="session")
+def other_project(stack: Stack) -> Project:
+    return stack.project("other")

@@ -1,0 +1,157 @@
+"""Real servers for the tests: a throwaway PostgreSQL cluster, a Redis, and our processes."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check, *, timeout: float, what: str, interval: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # keep polling until the deadline
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    # initdb and pg_ctl refuse to run as root; CI runs as root.
+    if os.geteuid() == 0:
+        return ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(command)]
+    return command
+
+
+class Postgres:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "pgdata"
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/tunesmith"
+
+    def init(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            os.chmod(self.root, 0o700)
+        subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust",
+                                     "-U", "postgres", "-E", "UTF8"]),
+                       check=True, capture_output=True)
+        self.start()
+        subprocess.run([str(PG_BIN / "psql") if (PG_BIN / "psql").exists() else "psql",
+                        "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c",
+                        "CREATE DATABASE tunesmith"], check=True, capture_output=True)
+
+    def start(self) -> None:
+        options = f"'-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off'"
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o",
+                                     options, "-l", str(self.root / "pg.log"), "-w", "start"]),
+                       check=True, capture_output=True)
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode,
+                                     "-w", "stop"]), check=False, capture_output=True)
+
+
+class Redis:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        # No persistence: a restart loses every message, the worst case for the reconciler.
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.root)],
+            stdout=(self.root / "redis.log").open("ab"), stderr=subprocess.STDOUT)
+        wait_until(lambda: socket.create_connection(("127.0.0.1", self.port), 0.2),
+                   timeout=10, what="redis")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+class Service:
+    """A `tunesmith` subcommand as a process of its own, with its log in a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args, self.env, self.log = args, env, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Service":
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tunesmith.cli", *self.args], env=self.env, cwd=REPO,
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def kill_group(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group: the service and every child it started."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def start_api(env: dict[str, str], log: Path, *, worker: bool = False) -> tuple[Service, str]:
+    port = free_port()
+    args = ["serve", "--port", str(port)] + ([] if worker else ["--no-worker"])
+    service = Service(args, env, log).start()
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200,
+               timeout=60, what=f"API on {url} (log: {log})")
+    return service, url
+
+
+def start_worker(env: dict[str, str], log: Path, *, name: str = "w1") -> Service:
+    service = Service(["worker", "--hostname", f"{name}@%h", "--loglevel", "INFO"], env,
+                      log).start()
+    wait_until(lambda: b" ready." in log.read_bytes(), timeout=60,
+               what=f"worker {name} (log: {log})")
+    return service
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> str:
+    result = subprocess.run([sys.executable, "-m", "tunesmith.cli", *args], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"tunesmith {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return result.stdout.strip()

@@ -1,0 +1,1 @@
+"""Database models and sessions, shared by the API and the workers."""

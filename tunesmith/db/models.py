@@ -1,0 +1,137 @@
+"""The tables: projects and their keys, files, jobs with their events, checkpoints, artifacts."""
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tunesmith.db.base import Base, JSONType, now
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(sa.ForeignKey("projects.id"), index=True)
+    # Shown in listings so a person can tell keys apart; the secret itself is never stored.
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
+    revoked_at: Mapped[int | None] = mapped_column(sa.BigInteger)
+
+
+class File(Base):
+    __tablename__ = "files"
+    __table_args__ = (sa.Index("ix_files_project_id_id", "project_id", "id"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(sa.ForeignKey("projects.id"))
+    filename: Mapped[str] = mapped_column(sa.String(255))
+    purpose: Mapped[str] = mapped_column(sa.String(40))
+    bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    # The row format found at upload ("messages", "prompt_completion", "text", ...).
+    format: Mapped[str] = mapped_column(sa.String(40))
+    row_count: Mapped[int] = mapped_column(sa.Integer)
+    status: Mapped[str] = mapped_column(sa.String(20), default="processed")
+    created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        sa.Index("ix_jobs_project_id_id", "project_id", "id"),
+        sa.Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+    )
+
+    # Ids sort by creation time, so keyset pagination is `ORDER BY id DESC`.
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(sa.ForeignKey("projects.id"))
+    model: Mapped[str] = mapped_column(sa.String(255))
+    training_file_id: Mapped[str] = mapped_column(sa.ForeignKey("files.id"))
+    validation_file_id: Mapped[str | None] = mapped_column(sa.ForeignKey("files.id"))
+    method_type: Mapped[str] = mapped_column(sa.String(40))
+    tuning_type: Mapped[str] = mapped_column(sa.String(40))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    status: Mapped[str] = mapped_column(sa.String(20))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    fine_tuned_model: Mapped[str | None] = mapped_column(sa.String(255))
+    suffix: Mapped[str | None] = mapped_column(sa.String(64))
+    seed: Mapped[int] = mapped_column(sa.Integer)
+    metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSONType)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    last_metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    trained_tokens: Mapped[int | None] = mapped_column(sa.BigInteger)
+    result_files: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    attempt: Mapped[int] = mapped_column(sa.Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(sa.Integer)
+    worker_id: Mapped[str | None] = mapped_column(sa.String(255))
+    lease_expires_at: Mapped[float | None] = mapped_column(sa.Float)
+    dispatched_at: Mapped[float | None] = mapped_column(sa.Float)
+    created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
+    started_at: Mapped[int | None] = mapped_column(sa.BigInteger)
+    finished_at: Mapped[int | None] = mapped_column(sa.BigInteger)
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+    __table_args__ = (sa.Index("ix_job_events_job_id_seq", "job_id", "seq"),)
+
+    # An integer sequence gives events a total order for pagination and streaming.
+    seq: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+                                     primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
+    level: Mapped[str] = mapped_column(sa.String(10), default="info")
+    type: Mapped[str] = mapped_column(sa.String(20), default="message")
+    message: Mapped[str] = mapped_column(sa.Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    # A multi-stage job (rlhf) restarts its step count per stage, so the path is the key.
+    __table_args__ = (sa.UniqueConstraint("job_id", "path"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(sa.Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # Relative to the job's folder; never an absolute path a client could steer.
+    path: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+    __table_args__ = (sa.UniqueConstraint("job_id", "name"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    # A path relative to the job's artifacts folder, e.g. "adapter/adapter_model.safetensors".
+    name: Mapped[str] = mapped_column(sa.String(255))
+    kind: Mapped[str] = mapped_column(sa.String(40))
+    bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_records"
+
+    project_id: Mapped[str] = mapped_column(sa.ForeignKey("projects.id"), primary_key=True)
+    route: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(sa.String(64))
+    status_code: Mapped[int] = mapped_column(sa.Integer)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)

@@ -1,0 +1,1 @@
+"""Job lifecycle: the states, the one place that changes them, and events."""

@@ -1,0 +1,99 @@
+"""The one place where a job's status changes.
+
+Every change is a conditional UPDATE (`WHERE status IN (...)`) that writes its event in
+the same transaction: two workers, a reaper and a cancel request can race on one job
+and exactly one of them wins; the others see `False` and do nothing.
+"""
+
+import time
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from tunesmith.db.base import now
+from tunesmith.db.models import Job
+from tunesmith.jobs.events import add_event
+
+
+class JobStatus(StrEnum):
+    validating_files = "validating_files"
+    queued = "queued"
+    running = "running"
+    cancelling = "cancelling"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+# Which states each state may be entered from.
+ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.queued: frozenset({JobStatus.validating_files, JobStatus.running}),
+    JobStatus.running: frozenset({JobStatus.queued}),
+    JobStatus.cancelling: frozenset({JobStatus.running}),
+    JobStatus.succeeded: frozenset({JobStatus.running, JobStatus.cancelling}),
+    JobStatus.failed: frozenset({JobStatus.validating_files, JobStatus.queued, JobStatus.running,
+                                 JobStatus.cancelling}),
+    JobStatus.cancelled: frozenset({JobStatus.validating_files, JobStatus.queued,
+                                    JobStatus.running, JobStatus.cancelling}),
+}
+
+
+def change_status(
+    session: Session,
+    job_id: str,
+    to: JobStatus,
+    message: str,
+    *,
+    expect: set[JobStatus] | None = None,
+    event_data: dict[str, Any] | None = None,
+    level: str = "info",
+    **fields: Any,
+) -> bool:
+    """Move the job to `to` if it is in one of the `expect` states (default: any allowed one).
+
+    Returns whether this call made the change. `fields` are further columns to set in
+    the same UPDATE (lease, error, ...). The caller commits.
+    """
+    allowed = ALLOWED_FROM[to] if expect is None else ALLOWED_FROM[to] & expect
+    values: dict[str, Any] = {"status": to.value, **fields}
+    if to in TERMINAL:
+        values.setdefault("finished_at", now())
+        values.setdefault("lease_expires_at", None)
+    result = session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.status.in_([s.value for s in allowed]))
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        return False
+    add_event(session, job_id, message, level=level,
+              data={"status": to.value, **(event_data or {})})
+    return True
+
+
+def claim_job(session: Session, job_id: str, *, worker_id: str, lease_seconds: float) -> bool:
+    """Take a queued job for this worker: the guard that stops a job running twice."""
+    return change_status(
+        session, job_id, JobStatus.running, f"Job started on {worker_id}",
+        expect={JobStatus.queued},
+        event_data={"worker": worker_id},
+        worker_id=worker_id,
+        lease_expires_at=time.time() + lease_seconds,
+        attempt=Job.attempt + 1,
+        started_at=sa.func.coalesce(Job.started_at, now()),
+    )
+
+
+def renew_lease(session: Session, job_id: str, *, worker_id: str, lease_seconds: float) -> bool:
+    """Extend the lease while the job is still this worker's; False means it was taken away."""
+    result = session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id,
+               Job.status.in_([JobStatus.running.value, JobStatus.cancelling.value]))
+        .values(lease_expires_at=time.time() + lease_seconds)
+    )
+    return result.rowcount == 1

@@ -1,0 +1,93 @@
+"""Recovery that keeps the database the source of truth.
+
+- A running job whose lease ran out lost its worker: requeue it (it resumes from its last
+  checkpoint) or, past its attempts, fail it with `worker_lost`.
+- A queued job whose message was never sent or was lost (a broker restarted without
+  persistence) is sent again. A duplicate message is harmless: claims are atomic.
+"""
+
+import logging
+import threading
+import time
+
+import sqlalchemy as sa
+
+from tunesmith.db.models import Job
+from tunesmith.db.session import session_scope
+from tunesmith.jobs.states import JobStatus, change_status
+from tunesmith.queue import dispatch_job, queue_for
+from tunesmith.settings import settings
+
+log = logging.getLogger(__name__)
+
+
+def reap_expired_leases(now: float | None = None) -> list[str]:
+    """Requeue or fail jobs whose worker stopped renewing the lease. Returns requeued ids."""
+    now = time.time() if now is None else now
+    requeued: list[str] = []
+    with session_scope() as session:
+        expired = session.scalars(sa.select(Job).where(
+            Job.status.in_([JobStatus.running.value, JobStatus.cancelling.value]),
+            Job.lease_expires_at < now)).all()
+        for job in expired:
+            lost = f"Worker {job.worker_id} stopped answering (lease expired)"
+            if job.status == JobStatus.cancelling:
+                change_status(session, job.id, JobStatus.cancelled, f"{lost}; job cancelled",
+                              expect={JobStatus.cancelling})
+            elif job.attempt >= job.max_attempts:
+                change_status(
+                    session, job.id, JobStatus.failed,
+                    f"{lost} on attempt {job.attempt} of {job.max_attempts}; giving up",
+                    expect={JobStatus.running}, level="error",
+                    error={"code": "worker_lost", "param": None,
+                           "message": f"The worker running this job died {job.attempt} times. "
+                                      "Check the worker logs (out of host memory?)."})
+            elif change_status(
+                    session, job.id, JobStatus.queued,
+                    f"{lost}; requeued (attempt {job.attempt + 1} of {job.max_attempts}) to "
+                    "resume from the last checkpoint",
+                    expect={JobStatus.running}, level="warning",
+                    event_data={"reason": "worker_lost", "attempt": job.attempt},
+                    worker_id=None, lease_expires_at=None, dispatched_at=None):
+                requeued.append(job.id)
+    return requeued
+
+
+def redispatch_queued(now: float | None = None) -> list[str]:
+    """Send again the queued jobs never sent, or sent long ago and still unclaimed."""
+    now = time.time() if now is None else now
+    cutoff = now - settings.redispatch_after_seconds
+    sent: list[str] = []
+    with session_scope() as session:
+        stale = session.scalars(sa.select(Job).where(
+            Job.status == JobStatus.queued.value,
+            sa.or_(Job.dispatched_at.is_(None), Job.dispatched_at < cutoff))).all()
+        for job in stale:
+            gpu_class = (job.spec.get("resources") or {}).get("gpu_class")
+            try:
+                job.dispatched_at = dispatch_job(job.id, queue=queue_for(gpu_class))
+            except Exception:
+                log.warning("broker unreachable; job %s stays queued for the next round", job.id)
+                break
+            sent.append(job.id)
+    return sent
+
+
+def run_once() -> None:
+    requeued = reap_expired_leases()
+    sent = redispatch_queued()
+    if requeued or sent:
+        log.info("reaper: requeued %s, sent %s", requeued, sent)
+
+
+def start_reaper_thread(stop: threading.Event) -> threading.Thread:
+    def loop() -> None:
+        while not stop.wait(settings.reaper_interval_seconds):
+            try:
+                run_once()
+            except Exception:  # a DB or broker outage must not end the loop
+                log.exception("reaper round failed; retrying next interval")
+
+    thread = threading.Thread(target=loop, name="tunesmith-reaper", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,89 @@
+"""Settings from `TUNESMITH_*` environment variables, with the embedded default when unset.
+
+The embedded default (SQLite file, a broker on SQLite, local folders) differs from
+production only in URLs: the code that runs a job is the same.
+"""
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNESMITH_", extra="ignore")
+
+    home: Path = Field(
+        default=Path("~/.tunesmith"),
+        description="The one data folder: database file, uploads, models and artifacts.",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file under home."
+    )
+    broker_url: str | None = Field(
+        default=None, description="Celery broker; default: kombu's SQLAlchemy transport on SQLite."
+    )
+    queue: str = Field(default="gpu", description="Celery queue that training jobs are sent to.")
+    models_root: Path | None = Field(
+        default=None, description="Where model folders live; default: home/models."
+    )
+    allow_hub_downloads: bool = Field(
+        default=True, description="Resolve unknown model names as Hugging Face hub ids."
+    )
+    trust_remote_code: bool = Field(
+        default=False, description="Let model repos run their own code. Off unless you trust them."
+    )
+    lease_seconds: float = Field(
+        default=60.0, description="A running job whose lease is older than this is requeued."
+    )
+    heartbeat_seconds: float = Field(default=5.0, description="How often a worker renews a lease.")
+    reaper_interval_seconds: float = Field(
+        default=10.0, description="How often the API checks for expired leases and lost messages."
+    )
+    redispatch_after_seconds: float = Field(
+        default=120.0, description="Resend a queued job's message when unclaimed for this long."
+    )
+    max_attempts: int = Field(
+        default=3, description="Attempts before a job whose worker died fails."
+    )
+    cancel_grace_seconds: float = Field(
+        default=5.0, description="Time a cancelled child gets to checkpoint before it is killed."
+    )
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, description="Largest upload accepted.")
+    max_line_bytes: int = Field(default=4 * 1024 * 1024, description="Longest JSONL line accepted.")
+    max_queued_jobs_per_project: int = Field(default=100, description="Queued jobs per project.")
+    job_time_limit_seconds: float = Field(
+        default=7 * 24 * 3600.0, description="A job running longer than this is stopped and failed."
+    )
+
+    @cached_property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_dir / 'tunesmith.db'}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.home_dir / 'broker.db'}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.home_dir / "files"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home_dir / "jobs"
+
+    @property
+    def models_dir(self) -> Path:
+        return (self.models_root or self.home_dir / "models").expanduser().resolve()
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home_dir, self.files_dir, self.jobs_dir, self.models_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+settings = Settings()

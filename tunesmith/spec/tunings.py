@@ -1,0 +1,126 @@
+"""`tuning.type`: which parameters a job changes. One class per tuning; the union is the list."""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Tuning(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FullTuning(_Tuning):
+    """Full fine-tuning: every weight trains; the artifact is the whole model in safetensors."""
+
+    type: Literal["full"] = "full"
+
+
+class LoraTuning(_Tuning):
+    """LoRA (Hu et al. 2021): low-rank updates on frozen weights."""
+
+    type: Literal["lora"] = "lora"
+    r: int = Field(8, ge=1, le=1024, description="Rank of the update matrices.")
+    alpha: float = Field(
+        16, gt=0, description="Scaling numerator: the update is scaled by alpha/r."
+    )
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description='Module names to adapt, or "all-linear" (every linear layer '
+        "but the output head).",
+    )
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r).")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+
+
+class QLoraTuning(LoraTuning):
+    """QLoRA (Dettmers et al. 2023): LoRA on a base quantised by bitsandbytes."""
+
+    type: Literal["qlora"] = "qlora"  # type: ignore[assignment]
+    bits: Literal[4, 8] = Field(4, description="4-bit (NF4/FP4) or 8-bit (LLM.int8) base weights.")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
+    double_quant: bool = Field(True, description="Quantise the quantisation constants too.")
+
+
+class AdapterTuning(_Tuning):
+    """Bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2020) between layers."""
+
+    type: Literal["adapter"] = "adapter"
+    size: int = Field(64, ge=1, le=8192, description="Bottleneck dimension.")
+    placement: Literal["pfeiffer", "houlsby"] = Field(
+        "pfeiffer",
+        description="pfeiffer: after the feed-forward; houlsby: after attention and "
+        "after the feed-forward.",
+    )
+    nonlinearity: Literal["relu", "gelu", "silu"] = "relu"
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class PrefixTuning(_Tuning):
+    """Prefix tuning (Li & Liang 2021): key/value prefixes at every layer through an MLP."""
+
+    type: Literal["prefix"] = "prefix"
+    num_virtual_tokens: int = Field(20, ge=1, le=1024)
+    encoder_hidden_size: int = Field(
+        512, ge=1, description="Hidden size of the reparameterisation MLP."
+    )
+
+
+class PTuningV2Tuning(_Tuning):
+    """P-Tuning v2 (Liu et al. 2022): deep prompts at every layer, no reparameterisation."""
+
+    type: Literal["p_tuning_v2"] = "p_tuning_v2"
+    num_virtual_tokens: int = Field(20, ge=1, le=1024)
+
+
+class PTuningTuning(_Tuning):
+    """P-tuning (Liu et al. 2021): input-layer prompts from a small MLP or LSTM encoder."""
+
+    type: Literal["p_tuning"] = "p_tuning"
+    num_virtual_tokens: int = Field(20, ge=1, le=1024)
+    encoder_type: Literal["MLP", "LSTM"] = "MLP"
+    encoder_hidden_size: int = Field(128, ge=1)
+
+
+class PromptTuning(_Tuning):
+    """Prompt tuning (Lester et al. 2021): a soft prompt at the input, the model frozen."""
+
+    type: Literal["prompt"] = "prompt"
+    num_virtual_tokens: int = Field(20, ge=1, le=1024)
+    init: Literal["random", "text"] = Field(
+        "random", description="Start from random vectors or from the embeddings of init_text."
+    )
+    init_text: str | None = Field(None, min_length=1, description="Required when init is text.")
+
+    @model_validator(mode="after")
+    def _text_init_needs_text(self) -> "PromptTuning":
+        if self.init == "text" and not self.init_text:
+            raise ValueError("init_text is required when init is 'text'")
+        return self
+
+
+Tuning = Annotated[
+    FullTuning
+    | LoraTuning
+    | QLoraTuning
+    | AdapterTuning
+    | PrefixTuning
+    | PTuningV2Tuning
+    | PTuningTuning
+    | PromptTuning,
+    Field(discriminator="type"),
+]
+
+TUNING_CLASSES: tuple[type[_Tuning], ...] = (
+    FullTuning,
+    LoraTuning,
+    QLoraTuning,
+    AdapterTuning,
+    PrefixTuning,
+    PTuningV2Tuning,
+    PTuningTuning,
+    PromptTuning,
+)
+
+# Tunings that learn virtual tokens (peft "prompt learning"): they change no weights.
+PROMPT_LEARNING = frozenset({"prefix", "p_tuning_v2", "p_tuning", "prompt"})

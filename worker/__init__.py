@@ -1,0 +1,1 @@
+"""Training workers: the Celery supervisor task and the training child it starts."""

@@ -1,0 +1,106 @@
+"""What a training child knows about its job: the spec, its folders, its device, its events."""
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from tunesmith import storage
+from tunesmith.db.models import Checkpoint, Job
+from tunesmith.db.session import session_scope
+from tunesmith.ids import new_id
+from tunesmith.jobs.events import add_event
+from tunesmith.spec.job import JobSpec
+from worker.db_retry import with_db_retry
+
+
+@dataclass
+class JobContext:
+    job_id: str
+    spec: JobSpec
+    device: str  # "cuda" or "cpu"
+    seed: int
+    # Set by SIGTERM (cancel, time limit, shutdown): the trainer checkpoints and stops.
+    stop: threading.Event = field(default_factory=threading.Event)
+    # Where an objective with several stages ("rlhf") writes; "" for one-stage jobs.
+    stage: str = ""
+
+    @property
+    def job_dir(self) -> Path:
+        return storage.job_dir(self.job_id)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return storage.artifacts_dir(self.job_id)
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        folder = storage.checkpoints_dir(self.job_id)
+        return folder / self.stage if self.stage else folder
+
+    def rows(self, file_id: str) -> list[dict[str, Any]]:
+        """The rows of an uploaded file (validated at upload)."""
+        with storage.file_path(file_id).open(encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint of this stage, to resume from after a crash."""
+        folder = self.checkpoints_dir
+        if not folder.is_dir():
+            return None
+        done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+        return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
+
+    # -- writes to the job row; each retried through a database restart ---------------
+
+    def event(self, message: str, *, level: str = "info", type: str = "message",
+              data: dict[str, Any] | None = None) -> None:
+        def write() -> None:
+            with session_scope() as session:
+                add_event(session, self.job_id, message, level=level, type=type, data=data)
+
+        with_db_retry(write, what="event")
+
+    def update_job(self, **values: Any) -> None:
+        def write() -> None:
+            with session_scope() as session:
+                session.execute(sa.update(Job).where(Job.id == self.job_id).values(**values))
+
+        with_db_retry(write, what="job update")
+
+    def metrics(self, data: dict[str, Any], *, progress: dict[str, Any],
+                trained_tokens: int | None) -> None:
+        """One metrics event plus the job's progress and last metrics, in one transaction."""
+        def write() -> None:
+            with session_scope() as session:
+                summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                    for k, v in data.items())
+                add_event(session, self.job_id, f"{self.stage + ' ' if self.stage else ''}"
+                          f"step {data.get('step')}: {summary}", type="metrics", data=data)
+                values: dict[str, Any] = {"progress": progress, "last_metrics": data}
+                if trained_tokens is not None:
+                    values["trained_tokens"] = trained_tokens
+                session.execute(sa.update(Job).where(Job.id == self.job_id).values(**values))
+
+        with_db_retry(write, what="metrics")
+
+    def checkpoint(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
+        relative = str(path.relative_to(self.job_dir))
+
+        def write() -> None:
+            with session_scope() as session:
+                exists = session.scalar(sa.select(Checkpoint.id).where(
+                    Checkpoint.job_id == self.job_id, Checkpoint.path == relative))
+                if exists:
+                    return
+                session.add(Checkpoint(id=new_id("ftckpt"), job_id=self.job_id, step=step,
+                                       metrics={**metrics, **({"stage": self.stage}
+                                                              if self.stage else {})},
+                                       path=relative))
+                add_event(session, self.job_id, f"Checkpoint saved at step {step}",
+                          data={"step": step, "path": relative})
+
+        with_db_retry(write, what="checkpoint")

@@ -1,0 +1,55 @@
+"""Turn what went wrong in training into an error a program can branch on and a person can fix.
+
+Codes: invalid_data, out_of_memory, model_not_found, cuda_unavailable, timeout, worker_lost,
+internal.
+"""
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from tunesmith.models import BadModelName, ModelNotFound
+
+
+@dataclass(frozen=True)
+class JobError:
+    code: str
+    message: str
+    param: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class InvalidData(ValueError):
+    """Data that passed upload checks but cannot train this job (e.g. every row too long)."""
+
+    def __init__(self, message: str, param: str | None = "training_file") -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class CudaUnavailable(RuntimeError):
+    pass
+
+
+def classify(exc: BaseException, *, hyperparameters: dict[str, Any] | None = None) -> JobError:
+    text = f"{type(exc).__name__}: {exc}"
+    hp = hyperparameters or {}
+    if isinstance(exc, InvalidData):
+        return JobError("invalid_data", str(exc), exc.param)
+    if isinstance(exc, CudaUnavailable):
+        return JobError("cuda_unavailable", str(exc), "resources.gpus")
+    if isinstance(exc, ModelNotFound | BadModelName) or (
+            isinstance(exc, OSError) and ("not a valid model identifier" in str(exc)
+                                          or "does not appear to have" in str(exc))):
+        return JobError("model_not_found", str(exc), "model")
+    if "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError":
+        return JobError(
+            "out_of_memory",
+            f"Out of memory at batch_size={hp.get('batch_size', '?')}, max_seq_length="
+            f"{hp.get('max_seq_length', '?')}. Lower hyperparameters.batch_size (raise "
+            "gradient_accumulation_steps to keep the effective batch), lower max_seq_length, "
+            "set gradient_checkpointing to true, or use tuning.type 'qlora'.",
+            "method.hyperparameters.batch_size",
+        )
+    return JobError("internal", f"Training failed: {text[:2000]}")

@@ -1,0 +1,1 @@
+"""Objectives (`method.type`): one module each, registering a workflow."""

@@ -1,0 +1,45 @@
+"""Instruction fine-tuning (SFT): trl's SFTTrainer on chat, prompt/completion or alpaca rows."""
+
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+from tunesmith.spec.objectives import SupervisedMethod
+from worker.context import JobContext
+from worker.modeling import count_parameters, load_model, load_tokenizer
+from worker.registry import register_objective
+from worker.saving import save_result
+from worker.sft_data import sft_loss_options, to_sft_row
+from worker.training import run_trainer, setup, trainer_arguments
+
+
+@register_objective("supervised")
+def run(ctx: JobContext) -> None:
+    method = ctx.spec.method
+    assert isinstance(method, SupervisedMethod)
+    config = method.supervised
+
+    tokenizer = load_tokenizer(ctx)
+    rows = [to_sft_row(r, tokenizer, assistant_only=config.completion_only_loss)
+            for r in ctx.rows(ctx.spec.training_file)]
+    eval_rows = ([to_sft_row(r, tokenizer, assistant_only=config.completion_only_loss)
+                  for r in ctx.rows(ctx.spec.validation_file)]
+                 if ctx.spec.validation_file else None)
+
+    job = setup(ctx, config.hyperparameters, rows=len(rows),
+                model_max_length=tokenizer.model_max_length)
+    model = load_model(ctx, job.plan, ctx.spec.tuning, precision=job.hp.precision)
+    model = job.plan.apply(model, ctx.spec.tuning, "causal_lm", ctx)
+    trainable, total = count_parameters(model)
+    ctx.event(f"Model {ctx.spec.model}: {trainable:,} of {total:,} parameters train",
+              data={"trainable_parameters": trainable, "total_parameters": total})
+
+    args = trainer_arguments(
+        ctx, job.hp, SFTConfig, max_length=job.hp.max_seq_length,
+        **sft_loss_options(rows, tokenizer, completion_only=config.completion_only_loss),
+        **({"eval_strategy": "steps", "eval_steps": job.hp.save_steps} if eval_rows else {}),
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+                         processing_class=tokenizer)
+    if run_trainer(ctx, trainer):
+        save_result(ctx, job.plan, model, tokenizer)

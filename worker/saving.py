@@ -1,0 +1,21 @@
+"""Write the trained result to the job's artifacts folder and register it."""
+
+from typing import Any
+
+from worker.artifacts import register_artifacts
+from worker.context import JobContext
+from worker.registry import TuningPlan
+
+
+def save_result(ctx: JobContext, plan: TuningPlan, model: Any, tokenizer: Any,
+                *, name: str = "", task: str = "causal_lm") -> list[str]:
+    """Save through the tuning's saver into artifacts/<name or kind>; returns artifact names."""
+    folder_name = name or ("model" if plan.name == "full" else "adapter")
+    folder = ctx.artifacts_dir / folder_name
+    folder.mkdir(parents=True, exist_ok=True)
+    kind = plan.save(model, tokenizer, folder, task, ctx)
+    tokenizer.save_pretrained(folder)
+    names = register_artifacts(ctx, folder, kind)
+    ctx.event(f"Saved {kind} to artifacts/{folder_name} ({len(names)} files)",
+              data={"artifact": folder_name, "kind": kind, "files": names})
+    return names

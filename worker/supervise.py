@@ -1,0 +1,163 @@
+"""The supervisor: what a worker's Celery task does with a job id.
+
+It claims the job atomically (a second delivery claims nothing), starts the training child,
+renews the lease while the child lives, relays a cancel or the time limit as SIGTERM, and
+records the outcome. Training itself never runs in the Celery process: a crash, a leak or
+a CUDA fault in the child cannot take the worker down with it.
+"""
+
+import ctypes
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from tunesmith import storage
+from tunesmith.db.models import Artifact, Job
+from tunesmith.db.session import session_scope
+from tunesmith.jobs.events import add_event
+from tunesmith.jobs.states import JobStatus, change_status, claim_job, renew_lease
+from tunesmith.settings import settings
+from worker.db_retry import with_db_retry
+from worker.train import ERROR_FILE, EXIT_STOPPED
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 0.5
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # If the supervisor is killed (kill -9, OOM), the kernel kills the child too, so no
+    # orphaned training runs on beside the requeued job.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def child_command(job_id: str) -> list[str]:
+    return [sys.executable, "-m", "worker.train", job_id]
+
+
+def start_child(job_id: str) -> subprocess.Popen[bytes]:
+    folder = storage.job_dir(job_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    log_file = (folder / "train.log").open("ab")
+    return subprocess.Popen(child_command(job_id), stdout=log_file, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+
+def _status(job_id: str) -> str | None:
+    with session_scope() as session:
+        return session.scalar(sa.select(Job.status).where(Job.id == job_id))
+
+
+def _log_tail(job_id: str, lines: int = 20) -> str:
+    path = storage.job_dir(job_id) / "train.log"
+    if not path.is_file():
+        return ""
+    with path.open(errors="replace") as handle:
+        return "".join(deque(handle, maxlen=lines))
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> int:
+    """SIGTERM (the child checkpoints and exits), then SIGKILL after the grace period."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=settings.cancel_grace_seconds)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return child.wait()
+
+
+def supervise(job_id: str, *, worker_id: str) -> str:
+    """Run the job if this worker can claim it. Returns the status it ended in."""
+    def claim() -> bool:
+        with session_scope() as session:
+            return claim_job(session, job_id, worker_id=worker_id,
+                             lease_seconds=settings.lease_seconds)
+
+    if not with_db_retry(claim, what="claim"):
+        log.info("job %s is not queued (gone, taken or finished); message dropped", job_id)
+        return "skipped"
+    (storage.job_dir(job_id) / ERROR_FILE).unlink(missing_ok=True)
+    child = start_child(job_id)
+    started = time.monotonic()
+    last_renewal = started
+    ending: JobStatus | None = None  # why we stopped the child, if we did
+    while (code := child.poll()) is None:
+        time.sleep(POLL_SECONDS)
+        now = time.monotonic()
+        try:
+            status = _status(job_id)
+            if now - last_renewal >= settings.heartbeat_seconds:
+                with session_scope() as session:
+                    still_ours = renew_lease(session, job_id, worker_id=worker_id,
+                                             lease_seconds=settings.lease_seconds)
+                last_renewal = now
+                if not still_ours and status not in (JobStatus.cancelling, None):
+                    log.warning("job %s was taken from this worker; stopping", job_id)
+                    _stop_child(child)
+                    return "lost"
+        except sa.exc.OperationalError:
+            # The database is away (restarting): training goes on, we retry next round.
+            log.warning("database unavailable while supervising %s", job_id)
+            continue
+        if status == JobStatus.cancelling or status is None:
+            ending = JobStatus.cancelled
+            _stop_child(child)
+        elif now - started > settings.job_time_limit_seconds:
+            ending = JobStatus.failed
+            _stop_child(child)
+    return with_db_retry(lambda: _record_outcome(job_id, code, ending), what="outcome")
+
+
+def _record_outcome(job_id: str, code: int, ending: JobStatus | None) -> str:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return "gone"
+        if ending == JobStatus.cancelled:
+            change_status(session, job_id, JobStatus.cancelled,
+                          "Job cancelled; training stopped", expect={JobStatus.cancelling})
+            return JobStatus.cancelled
+        if ending == JobStatus.failed:
+            change_status(session, job_id, JobStatus.failed,
+                          "Job stopped at its time limit", level="error",
+                          error={"code": "timeout", "param": None,
+                                 "message": f"The job ran past the limit of "
+                                            f"{settings.job_time_limit_seconds:.0f} s."})
+            return JobStatus.failed
+        if code == 0:
+            names = session.scalars(sa.select(Artifact.name).where(Artifact.job_id == job_id)
+                                    .order_by(Artifact.name)).all()
+            suffix = f":{job.suffix}" if job.suffix else ""
+            change_status(session, job_id, JobStatus.succeeded,
+                          "The job has successfully completed",
+                          fine_tuned_model=f"ft:{job.model}:{job.project_id}{suffix}:{job.id}",
+                          result_files=list(names))
+            return JobStatus.succeeded
+        error = _read_error(job_id, code)
+        add_event(session, job_id, "Training log tail:\n" + _log_tail(job_id), level="error")
+        change_status(session, job_id, JobStatus.failed, f"Job failed: {error['message']}",
+                      level="error", error=error, event_data={"code": error["code"]})
+        return JobStatus.failed
+
+
+def _read_error(job_id: str, code: int) -> dict[str, str | None]:
+    path: Path = storage.job_dir(job_id) / ERROR_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    if code == -signal.SIGKILL:
+        return {"code": "out_of_memory", "param": None,
+                "message": "The training process was killed (SIGKILL), most likely by the "
+                           "host's out-of-memory killer: lower batch_size or max_seq_length."}
+    if code == EXIT_STOPPED:
+        return {"code": "internal", "param": None,
+                "message": "Training stopped on a signal nobody sent through the API."}
+    return {"code": "internal", "param": None,
+            "message": f"The training process exited with code {code}; see the job's events."}

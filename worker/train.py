@@ -1,0 +1,86 @@
+"""The training child: `python -m worker.train JOB_ID`.
+
+Started by the worker's supervisor, and runnable by hand on a job id to debug it. Exit
+codes: 0 done (artifacts stored), 3 stopped on request (checkpoint saved), 1 failed (the
+error is in the job folder's error.json).
+"""
+
+import json
+import logging
+import os
+import signal
+import sys
+
+from tunesmith import storage
+from tunesmith.db.models import Job
+from tunesmith.db.session import session_scope
+from tunesmith.spec.job import JobSpec
+from worker.context import JobContext
+from worker.failures import CudaUnavailable, classify
+
+EXIT_STOPPED = 3
+ERROR_FILE = "error.json"
+
+
+def pick_device(gpus: int | str) -> str:
+    import torch
+
+    if gpus == 0:
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if gpus == "auto":
+        return "cpu"
+    raise CudaUnavailable(f"The job asks for {gpus} GPU(s) but this worker has no CUDA device; "
+                          "send it to a GPU worker, or set resources.gpus to 0 or 'auto'.")
+
+
+def load_context(job_id: str) -> JobContext:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise SystemExit(f"no job '{job_id}'")
+        spec, seed = JobSpec.model_validate(job.spec), job.seed
+    return JobContext(job_id=job_id, spec=spec, device="cpu", seed=seed)
+
+
+def main(job_id: str) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        ctx = load_context(job_id)
+    except Exception as exc:  # a spec this version cannot read: fail the job, say why
+        logging.exception("could not load job %s", job_id)
+        folder = storage.job_dir(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ERROR_FILE).write_text(json.dumps(classify(exc).as_dict()))
+        return 1
+    # SIGTERM asks for a clean stop: the trainer saves a checkpoint at the next step end.
+    signal.signal(signal.SIGTERM, lambda *_: ctx.stop.set())
+    ctx.job_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.job_dir / ERROR_FILE).unlink(missing_ok=True)
+    ctx.event(f"Training process started (pid {os.getpid()})", data={"pid": os.getpid()})
+    try:
+        from transformers import set_seed
+
+        from worker.registry import objective
+
+        ctx.device = pick_device(ctx.spec.resources.gpus)
+        set_seed(ctx.seed)
+        objective(ctx.spec.method.type)(ctx)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) or ctx.stop.is_set():
+            return EXIT_STOPPED
+        logging.exception("training failed")
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            resolved = job.hyperparameters if job else None
+        error = classify(exc, hyperparameters=resolved)
+        (ctx.job_dir / ERROR_FILE).write_text(json.dumps(error.as_dict()))
+        return 1
+    return EXIT_STOPPED if ctx.stop.is_set() else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m worker.train JOB_ID")
+    sys.exit(main(sys.argv[1]))

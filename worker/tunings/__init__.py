@@ -1,0 +1,1 @@
+"""Tunings (`tuning.type`): one module each, registering a TuningPlan."""
