@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.metrics import install_metrics
+from api.rate_limit import install_rate_limit
 from api.routes import files, health, job_outputs, jobs, methods
 from tunesmith.reaper import start_reaper_thread
 from tunesmith.settings import settings
@@ -31,6 +33,8 @@ def create_app() -> FastAPI:
                   description="Fine-tune language models with any method over one REST API, "
                   "a superset of OpenAI's fine-tuning API.")
     install_error_handlers(app)
+    install_rate_limit(app)
+    install_metrics(app)
     for module in (files, jobs, job_outputs, methods, health):
         app.include_router(module.router)
     return app

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, description="Largest upload accepted.")
     max_line_bytes: int = Field(default=4 * 1024 * 1024, description="Longest JSONL line accepted.")
     max_queued_jobs_per_project: int = Field(default=100, description="Queued jobs per project.")
+    rate_limit_per_second: float = Field(
+        default=50.0, description="Requests per API key per second (0 turns the limit off)."
+    )
+    rate_limit_burst: int = Field(default=200, description="Requests a key may send at once.")
+    max_rows_per_file: int = Field(default=10_000_000, description="Rows an upload may hold.")
     job_time_limit_seconds: float = Field(
         default=7 * 24 * 3600.0, description="A job running longer than this is stopped and failed."
     )

@@ -98,12 +98,17 @@ class FileCheck:
 
 
 def check_jsonl(
-    lines: Iterable[bytes], *, max_line_bytes: int, max_problems: int = 20
+    lines: Iterable[bytes], *, max_line_bytes: int, max_rows: int | None = None,
+    max_problems: int = 20,
 ) -> FileCheck:
     """Validate JSONL: every line one row, all rows of one format. Blank lines are skipped."""
     check = FileCheck()
     for number, raw in enumerate(lines, start=1):
         if len(check.problems) >= max_problems:
+            break
+        if max_rows is not None and check.rows >= max_rows:
+            check.problems.append(LineProblem(
+                number, f"the file has more than {max_rows} rows, the most one upload may hold"))
             break
         if len(raw) > max_line_bytes:
             check.problems.append(
