@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, description="Largest upload accepted.")
     max_line_bytes: int = Field(default=4 * 1024 * 1024, description="Longest JSONL line accepted.")
     max_queued_jobs_per_project: int = Field(default=100, description="Queued jobs per project.")
+    warm_start: bool | None = Field(
+        default=None, description="Fork training processes from a server that has already "
+        "imported the training libraries (saves ~8 s a job). Default: on where the node has "
+        "no NVIDIA device, since forking after CUDA was probed is unsafe.",
+    )
     rate_limit_per_second: float = Field(
         default=50.0, description="Requests per API key per second (0 turns the limit off)."
     )

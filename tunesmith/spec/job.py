@@ -28,6 +28,10 @@ class Resources(BaseModel):
         "one, else the CPU; 0 forces the CPU; more than one runs the training through accelerate "
         "(data parallel, one process per GPU).",
     )
+    processes: int | None = Field(
+        None, ge=1, le=64, description="Training processes (data parallel, one per GPU); "
+        "default: one per GPU, or one on CPU. Several processes on CPU use the gloo backend.",
+    )
     gpu_class: str | None = Field(
         None,
         max_length=64,

@@ -1,0 +1,122 @@
+"""Start a job's training process, in one of three ways.
+
+- One process, warm: forked from a server process that has already imported torch,
+  transformers, peft, trl and our pipelines (multiprocessing's forkserver). Those imports
+  cost ~8 s per job on a 2-core machine; forking costs well under one. Used where the
+  node has no NVIDIA device: a fork after CUDA libraries probed the GPU is unsafe.
+- One process, cold: `python -m worker.train JOB_ID`, a fresh interpreter (GPU nodes).
+- Several processes: `torchrun --nproc_per_node N -m worker.train JOB_ID`; the trainer
+  then runs data parallel (NCCL on GPUs, gloo on CPU).
+
+Every way, the training process dies with its supervisor (PR_SET_PDEATHSIG), so a killed
+worker never leaves a training run behind it.
+"""
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Protocol
+
+from tunesmith import storage
+from tunesmith.settings import settings
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class TrainingProcess(Protocol):
+    pid: int
+
+    def poll(self) -> int | None: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class ForkedTraining:
+    """A forkserver child with Popen's interface."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self.process = process
+        self.pid = process.pid or 0
+
+    def poll(self) -> int | None:
+        return None if self.process.is_alive() else self.process.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        if self.process.is_alive():
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired(f"training {self.pid}", timeout or 0)
+        return self.process.exitcode
+
+
+def _run_forked(job_id: str, log_path: str) -> None:
+    die_with_parent()
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    from worker.train import main
+
+    code = main(job_id)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def warm_start_enabled() -> bool:
+    if settings.warm_start is not None:
+        return settings.warm_start
+    return not Path("/dev/nvidia0").exists()
+
+
+@cache
+def forkserver() -> multiprocessing.context.ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["worker.warm_imports"])
+    return context
+
+
+def prewarm() -> None:
+    """Start the fork server now, so the first job does not wait for its imports."""
+    if warm_start_enabled():
+        from multiprocessing import forkserver as server
+
+        forkserver()
+        server.ensure_running()
+
+
+def training_command(job_id: str, processes: int) -> list[str]:
+    if processes > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", str(processes), "-m", "worker.train", job_id]
+    return [sys.executable, "-m", "worker.train", job_id]
+
+
+def start_training(job_id: str, *, processes: int = 1) -> TrainingProcess:
+    folder = storage.job_dir(job_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "train.log"
+    if processes == 1 and warm_start_enabled():
+        process = forkserver().Process(target=_run_forked, args=(job_id, str(log_path)),
+                                       name=f"train-{job_id}")
+        process.start()
+        return ForkedTraining(process)
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(training_command(job_id, processes), stdout=log_file,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=die_with_parent)
