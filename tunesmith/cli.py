@@ -20,6 +20,20 @@ def migrate() -> None:
     command.upgrade(config, "head")
 
 
+def _die_with_parent() -> None:
+    # If serve is killed outright (kill -9, OOM), the kernel stops its worker too.
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; the default action
+    # would end this process at once and skip the `finally` that stops the worker.
+    raise SystemExit(128 + signum)
+
+
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -27,10 +41,12 @@ def _serve(args: argparse.Namespace) -> None:
     if embedded or args.migrate:
         migrate()
     worker = None
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if not args.no_worker:
         # One local worker as a child process: the embedded default needs no other command.
         worker = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "worker",
-                                   "--concurrency", "1"])
+                                   "--concurrency", "1"],
+                                  preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     try:
         uvicorn.run("api.main:app", host=args.host, port=args.port, log_level="info")
     finally:
@@ -40,6 +56,7 @@ def _serve(args: argparse.Namespace) -> None:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
+                worker.wait()
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -65,9 +82,9 @@ def _keys(args: argparse.Namespace) -> None:
     elif args.keys_command == "revoke":
         with session_scope() as session:
             count = revoke_key(session, prefix_or_id=args.key)
-        print(f"revoked {count} key(s)")
         if not count:
-            sys.exit(1)
+            sys.exit(f"no active key with id or prefix '{args.key}'")
+        print(f"revoked {count} key(s)")
 
 
 def _tiny_model(args: argparse.Namespace) -> None:

@@ -49,7 +49,8 @@ def resolve_model(name: str) -> ModelLocation:
         " Build the tiny test model with `tunesmith tiny-model`."
     if not settings.allow_hub_downloads:
         hint += " Hub downloads are off (TUNESMITH_ALLOW_HUB_DOWNLOADS)."
-    raise ModelNotFound(f"Model '{name}' not found under {settings.models_dir}.{hint}")
+    # The server's own paths are none of a client's business: say "models root".
+    raise ModelNotFound(f"Model '{name}' not found in the models root.{hint}")
 
 
 def model_folder(root: Path, name: str) -> Path:

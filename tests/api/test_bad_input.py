@@ -1,0 +1,214 @@
+"""Bad uploads and bad job specs are refused with a message that names the line or the field,
+and leave nothing behind: no job row, no file row, no bytes on disk.
+
+Table-driven: a new case is one more row in UPLOAD_CASES or JOB_CASES.
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.utils.jobs import Project
+from tests.utils.learning import bundled_instructions
+
+GOOD_ROW = json.dumps(bundled_instructions()[0])
+
+
+def _lines(*rows: Any) -> bytes:
+    return b"\n".join(r if isinstance(r, bytes) else json.dumps(r).encode() for r in rows) + b"\n"
+
+
+@dataclass(frozen=True)
+class UploadCase:
+    id: str
+    content: bytes
+    status: int
+    # Every one of these must appear in the error message (case-insensitive).
+    says: tuple[str, ...]
+    filename: str = "data.jsonl"
+
+
+UPLOAD_CASES = [
+    UploadCase("broken-json-line-3",
+               _lines(GOOD_ROW.encode(), GOOD_ROW.encode(), b'{"messages": [', GOOD_ROW.encode()),
+               400, ("line 3", "json")),
+    UploadCase("empty-file", b"", 400, ("no rows",)),
+    UploadCase("only-blank-lines", b"\n \n\t\n", 400, ("no rows",)),
+    UploadCase("not-utf8-line-2", _lines(GOOD_ROW.encode(), b'{"text": "caf\xe9 \xff"}'),
+               400, ("line 2", "utf-8")),
+    UploadCase("row-not-an-object-line-1", _lines([1, 2, 3], {"text": "x"}), 400,
+               ("line 1", "object")),
+    UploadCase("unknown-row-format", _lines({"question": "q", "reply": "r"}), 400,
+               ("line 1", "format")),
+    UploadCase("formats-mixed-line-2", _lines({"text": "some text"}, {"prompt": "p",
+                                                                        "completion": "c"}),
+               400, ("line 2", "one format")),
+    UploadCase("messages-without-assistant", _lines(
+        {"messages": [{"role": "user", "content": "hi"}]}), 400, ("line 1", "assistant")),
+    UploadCase("chosen-equals-rejected", _lines(
+        {"prompt": "p", "chosen": "same", "rejected": "same"}), 400, ("line 1", "chosen")),
+]
+
+
+@dataclass(frozen=True)
+class JobCase:
+    id: str
+    # Top-level fields replacing those of a valid LoRA SFT spec; "@name" names a fixture file.
+    spec: dict[str, Any]
+    statuses: tuple[int, ...]
+    param: str
+    says: tuple[str, ...] = ()
+    drop: tuple[str, ...] = field(default=())
+
+
+SUPERVISED = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1}}}
+JOB_CASES = [
+    JobCase("text-rows-for-supervised", {"training_file": "@text"}, (400, 422),
+            "training_file", ("text", "supervised")),
+    JobCase("preference-rows-for-pretraining",
+            {"training_file": "@preference", "method": {"type": "pretraining"}}, (400, 422),
+            "training_file", ("preference", "pretraining")),
+    JobCase("text-rows-as-validation-file", {"validation_file": "@text"}, (400, 422),
+            "validation_file", ("text",)),
+    JobCase("unknown-method-type", {"method": {"type": "telepathy"}}, (400, 422), "method",
+            ("telepathy",)),
+    JobCase("unknown-tuning-type", {"tuning": {"type": "osmosis"}}, (400, 422), "tuning",
+            ("osmosis",)),
+    JobCase("negative-learning-rate", {"method": {"type": "supervised", "supervised": {
+        "hyperparameters": {"learning_rate": -0.1}}}}, (400, 422),
+            "method.supervised.hyperparameters.learning_rate"),
+    JobCase("unknown-model", {"model": "no-such-model"}, (400, 404, 422), "model",
+            ("no-such-model",)),
+    JobCase("model-path-escape", {"model": "../models/tiny-llama"}, (400, 422), "model"),
+    JobCase("model-deep-escape", {"model": "tiny-llama/../../../etc"}, (400, 422), "model"),
+    JobCase("model-absolute-path", {"model": "/etc/passwd"}, (400, 422), "model"),
+    JobCase("unknown-training-file", {"training_file": "file-000000000000000000000000"},
+            (400, 404), "training_file"),
+    JobCase("no-training-file", {}, (400, 422), "training_file", drop=("training_file",)),
+    JobCase("unknown-top-level-field", {"epochs": 3}, (400, 422), "epochs"),
+    JobCase("lora-rank-zero", {"tuning": {"type": "lora", "r": 0}}, (400, 422), "tuning.r"),
+]
+
+
+@pytest.fixture(scope="module")
+def owner(stack) -> Project:  # type: ignore[no-untyped-def]
+    return stack.project("bad-input")
+
+
+@pytest.fixture(scope="module")
+def files(owner: Project) -> dict[str, str]:
+    return {
+        "good": owner.upload(bundled_instructions(), "good.jsonl")["id"],
+        "text": owner.upload([{"text": "Plain prose for pretraining."}] * 3, "text.jsonl")["id"],
+        "preference": owner.upload([{"prompt": "2+2?", "chosen": "4", "rejected": "5"}] * 3,
+                                   "pref.jsonl")["id"],
+    }
+
+
+def _leftovers(stack, owner: Project) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """What a refusal must not change: rows, listings and bytes on disk."""
+    engine = sa.create_engine(stack.env["TUNESMITH_DATABASE_URL"])
+    try:
+        with engine.connect() as connection:
+            counts = {table: connection.scalar(sa.text(f"SELECT count(*) FROM {table}"))
+                      for table in ("jobs", "files", "job_events")}
+    finally:
+        engine.dispose()
+    folder = stack.home / "files"
+    return {
+        "rows": counts,
+        "disk": sorted(p.name for p in folder.iterdir()) if folder.is_dir() else [],
+        "files": [f["id"] for f in owner.http.get("/v1/files").json()["data"]],
+        "jobs": [j["id"] for j in owner.http.get("/v1/fine_tuning/jobs").json()["data"]],
+    }
+
+
+def _assert_refused(response: Any, statuses: tuple[int, ...], says: tuple[str, ...],
+                    param: str | None = None) -> dict[str, Any]:
+    assert response.status_code in statuses, (response.status_code, response.text)
+    error = response.json()["error"]
+    assert {"type", "code", "message", "param"} <= set(error), error
+    if param is not None:
+        assert error["param"] == param, error
+        assert error["message"].startswith(f"{param}: "), error  # the message names it too
+    for words in says:
+        assert words.lower() in error["message"].lower(), (words, error)
+    return error
+
+
+@pytest.mark.parametrize("case", UPLOAD_CASES, ids=[c.id for c in UPLOAD_CASES])
+def test_bad_upload_is_refused_and_leaves_nothing(stack, owner: Project,  # type: ignore[no-untyped-def]
+                                                  case: UploadCase) -> None:
+    before = _leftovers(stack, owner)
+    response = owner.http.post("/v1/files", files={"file": (case.filename, case.content)},
+                               data={"purpose": "fine-tune"})
+    error = _assert_refused(response, (case.status,), case.says)
+    assert error["param"] == "file", error
+    assert _leftovers(stack, owner) == before
+
+
+def test_bad_upload_names_its_file_and_counts_more_bad_lines(owner: Project) -> None:
+    content = _lines(b"{oops", GOOD_ROW.encode(), b"[", b'"just a string"')
+    response = owner.http.post("/v1/files", files={"file": ("many.jsonl", content)},
+                               data={"purpose": "fine-tune"})
+    error = _assert_refused(response, (400,), ("many.jsonl", "line 1"))
+    assert "2 more" in error["message"], error
+
+
+def _job_spec(case: JobCase, files: dict[str, str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"model": "tiny-llama", "training_file": files["good"],
+                            "method": SUPERVISED, "tuning": {"type": "lora", "r": 4}}
+    for key, value in case.spec.items():
+        spec[key] = files[value[1:]] if isinstance(value, str) and value.startswith("@") \
+            else value
+    for key in case.drop:
+        spec.pop(key)
+    return spec
+
+
+@pytest.mark.parametrize("case", JOB_CASES, ids=[c.id for c in JOB_CASES])
+def test_bad_job_is_refused_and_leaves_nothing(stack, owner: Project, files: dict[str, str],  # type: ignore[no-untyped-def]
+                                               case: JobCase) -> None:
+    before = _leftovers(stack, owner)
+    response = owner.http.post("/v1/fine_tuning/jobs", json=_job_spec(case, files))
+    _assert_refused(response, case.statuses, case.says, case.param)
+    assert _leftovers(stack, owner) == before
+
+
+def test_the_valid_spec_the_cases_start_from_is_accepted(stack, owner: Project,  # type: ignore[no-untyped-def]
+                                                        files: dict[str, str]) -> None:
+    # The control: without the fault the same spec makes a job (cancelled at once, untrained).
+    before = _leftovers(stack, owner)
+    response = owner.http.post("/v1/fine_tuning/jobs",
+                               json=_job_spec(JobCase("valid", {}, (), ""), files))
+    assert response.status_code == 200, response.text
+    job = response.json()
+    owner.http.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+    after = _leftovers(stack, owner)
+    assert after["jobs"] == [job["id"], *before["jobs"]]
+    assert after["rows"]["jobs"] == before["rows"]["jobs"] + 1
+
+
+def test_retried_upload_keeps_one_copy_and_a_reused_key_is_refused(stack, owner: Project) -> None:  # type: ignore[no-untyped-def]
+    # A client retrying an upload (same Idempotency-Key) gets the first answer back, and the
+    # retry's bytes are not kept beside the first copy.
+    content = _lines({"text": "idempotent upload"})
+    headers = {"Idempotency-Key": "upload-retry-1"}
+    before = _leftovers(stack, owner)
+    first = owner.http.post("/v1/files", files={"file": ("retry.jsonl", content)},
+                            data={"purpose": "fine-tune"}, headers=headers)
+    assert first.status_code == 200, first.text
+    after_first = _leftovers(stack, owner)
+    assert after_first["disk"] == sorted([*before["disk"], f"{first.json()['id']}.jsonl"])
+    again = owner.http.post("/v1/files", files={"file": ("retry.jsonl", content)},
+                            data={"purpose": "fine-tune"}, headers=headers)
+    assert again.status_code == 200 and again.json() == first.json()
+    assert _leftovers(stack, owner) == after_first
+    # The same key with other bytes: refused, and nothing kept.
+    reused = owner.http.post("/v1/files", files={"file": ("retry.jsonl", _lines({"text": "x"}))},
+                             data={"purpose": "fine-tune"}, headers=headers)
+    _assert_refused(reused, (409, 422), ("Idempotency-Key",))
+    assert _leftovers(stack, owner) == after_first
