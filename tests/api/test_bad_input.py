@@ -50,6 +50,18 @@ UPLOAD_CASES = [
         {"messages": [{"role": "user", "content": "hi"}]}), 400, ("line 1", "assistant")),
     UploadCase("chosen-equals-rejected", _lines(
         {"prompt": "p", "chosen": "same", "rejected": "same"}), 400, ("line 1", "chosen")),
+    # 50 MB on one line: refused by the line limit without holding the line in memory.
+    UploadCase("fifty-megabyte-line", _lines(GOOD_ROW.encode(),
+                                             b'{"text": "' + b"a" * (50 * 2**20) + b'"}'),
+               400, ("line 2", "longer than the limit")),
+    UploadCase("empty-text", _lines({"text": "   "}), 400, ("line 1", "empty")),
+    UploadCase("unknown-role", _lines({"messages": [{"role": "wizard", "content": "x"},
+                                                    {"role": "assistant", "content": "y"}]}),
+               400, ("line 1", "role")),
+    UploadCase("completion-not-a-string", _lines({"prompt": "p", "completion": 42}), 400,
+               ("line 1", "completion")),
+    UploadCase("alpaca-without-output", _lines({"instruction": "do it"}), 400,
+               ("line 1", "output")),
 ]
 
 
@@ -90,6 +102,31 @@ JOB_CASES = [
     JobCase("no-training-file", {}, (400, 422), "training_file", drop=("training_file",)),
     JobCase("unknown-top-level-field", {"epochs": 3}, (400, 422), "epochs"),
     JobCase("lora-rank-zero", {"tuning": {"type": "lora", "r": 0}}, (400, 422), "tuning.r"),
+    JobCase("another-projects-file", {"training_file": "@foreign"}, (400, 404),
+            "training_file", ("no file",)),
+    JobCase("zero-epochs", {"method": {"type": "supervised", "supervised": {
+        "hyperparameters": {"n_epochs": 0}}}}, (400, 422),
+            "method.supervised.hyperparameters.n_epochs"),
+    JobCase("batch-size-not-a-number", {"method": {"type": "supervised", "supervised": {
+        "hyperparameters": {"batch_size": "big"}}}}, (400, 422),
+            "method.supervised.hyperparameters.batch_size"),
+    JobCase("tuning-that-cannot-train-a-reward-model",
+            {"training_file": "@preference", "method": {"type": "reward"},
+             "tuning": {"type": "prefix"}}, (400, 422), "tuning", ("prefix", "reward")),
+    JobCase("prompt-text-init-without-text", {"tuning": {"type": "prompt", "init": "text"}},
+            (400, 422), "tuning", ("init_text",)),
+    JobCase("multitask-duplicate-task-names", {"method": {"type": "multitask", "multitask": {
+        "tasks": [{"name": "a", "file": "@good"}, {"name": "a", "file": "@good"}]}}},
+            (400, 422), "method.multitask", ("unique",)),
+    JobCase("ppo-reward-model-job-and-model", {"training_file": "@prompts", "method": {
+        "type": "ppo", "ppo": {"reward_model": {"job": "ftjob-x", "model": "tiny-llama"}}}},
+            (400, 422), "method.ppo.reward_model", ("exactly one",)),
+    JobCase("ppo-reward-job-that-is-not-one", {"training_file": "@prompts", "method": {
+        "type": "ppo", "ppo": {"reward_model": {"job": "ftjob-000000000000000000000000"}}}},
+            (400, 404, 422), "method.ppo.reward_model.job", ("reward job",)),
+    JobCase("suffix-with-slashes", {"suffix": "../../x"}, (400, 422), "suffix"),
+    JobCase("negative-seed", {"seed": -1}, (400, 422), "seed"),
+    JobCase("negative-gpus", {"resources": {"gpus": -1}}, (400, 422), "resources.gpus"),
 ]
 
 
@@ -99,12 +136,16 @@ def owner(stack) -> Project:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def files(owner: Project) -> dict[str, str]:
+def files(stack, owner: Project) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return {
         "good": owner.upload(bundled_instructions(), "good.jsonl")["id"],
         "text": owner.upload([{"text": "Plain prose for pretraining."}] * 3, "text.jsonl")["id"],
         "preference": owner.upload([{"prompt": "2+2?", "chosen": "4", "rejected": "5"}] * 3,
                                    "pref.jsonl")["id"],
+        "prompts": owner.upload([{"prompt": "Say hi"}] * 3, "prompts.jsonl")["id"],
+        # A file of another project: to this one it must look like no file at all.
+        "foreign": stack.project("bad-input-foreign").upload(bundled_instructions(),
+                                                             "theirs.jsonl")["id"],
     }
 
 
@@ -161,9 +202,17 @@ def test_bad_upload_names_its_file_and_counts_more_bad_lines(owner: Project) -> 
 def _job_spec(case: JobCase, files: dict[str, str]) -> dict[str, Any]:
     spec: dict[str, Any] = {"model": "tiny-llama", "training_file": files["good"],
                             "method": SUPERVISED, "tuning": {"type": "lora", "r": 4}}
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("@"):
+            return files[value[1:]]
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        return value
+
     for key, value in case.spec.items():
-        spec[key] = files[value[1:]] if isinstance(value, str) and value.startswith("@") \
-            else value
+        spec[key] = resolve(value)
     for key in case.drop:
         spec.pop(key)
     return spec
@@ -212,3 +261,28 @@ def test_retried_upload_keeps_one_copy_and_a_reused_key_is_refused(stack, owner:
                              data={"purpose": "fine-tune"}, headers=headers)
     _assert_refused(reused, (409, 422), ("Idempotency-Key",))
     assert _leftovers(stack, owner) == after_first
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"", "{\"model\": \"caf\xe9\"}"
+                                  .encode("latin-1")],
+                         ids=["broken-json", "a-list", "empty", "not-utf8"])
+def test_job_body_that_is_not_a_json_object_is_refused(stack, owner: Project,  # type: ignore[no-untyped-def]
+                                                       body: bytes) -> None:
+    before = _leftovers(stack, owner)
+    response = owner.http.post("/v1/fine_tuning/jobs", content=body,
+                               headers={"Content-Type": "application/json"})
+    assert response.status_code in (400, 422), response.text
+    assert set(response.json()["error"]) >= {"type", "code", "message", "param"}
+    assert _leftovers(stack, owner) == before
+
+
+@pytest.mark.parametrize("name", ["../../../etc/passwd", "..%2F..%2Fetc%2Fpasswd",
+                                  "adapter/../../../../etc/passwd"])
+def test_artifact_names_cannot_escape_the_job_folder(owner: Project, name: str) -> None:
+    upload = owner.upload([{"prompt": "a", "completion": "b"}], "esc.jsonl")
+    job = owner.create_job({"model": "tiny-llama", "training_file": upload["id"],
+                            "resources": {"gpu_class": "idle"}})
+    owner.http.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+    response = owner.http.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/{name}")
+    assert response.status_code == 404
+    assert "root:" not in response.text
