@@ -1,5 +1,6 @@
 """What every objective's workflow shares: resolved settings, trainer arguments, the run."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,19 +18,34 @@ class Setup:
 
 
 def setup(ctx: JobContext, hp: Hyperparameters, *, rows: int, model_max_length: int = 1024,
-          model_parameters: int = 0) -> Setup:
-    """Resolve the tuning's plan and the "auto" hyperparameters, and report them on the job."""
+          model_parameters: int = 0,
+          rows_at_length: Callable[[int], int] | None = None) -> Setup:
+    """Resolve the tuning's plan and the "auto" hyperparameters, and report them on the job.
+
+    `rows_at_length`, for packed data, gives the number of training sequences at a sequence
+    length: the steps then follow the packed sequences, not the raw rows.
+    """
     import torch
 
     plan = tuning(ctx.spec.tuning.type)
-    resolved = resolve(
-        hp, rows=rows, default_learning_rate=plan.default_learning_rate, device=ctx.device,
-        bf16_supported=ctx.device == "cuda" and torch.cuda.is_bf16_supported(),
-        model_max_length=model_max_length, model_parameters=model_parameters,
-        supports_gradient_checkpointing=plan.supports_gradient_checkpointing,
-    )
+
+    def resolve_for(n_rows: int) -> Resolved:
+        return resolve(
+            hp, rows=n_rows, default_learning_rate=plan.default_learning_rate,
+            device=ctx.device,
+            bf16_supported=ctx.device == "cuda" and torch.cuda.is_bf16_supported(),
+            model_max_length=model_max_length, model_parameters=model_parameters,
+            supports_gradient_checkpointing=plan.supports_gradient_checkpointing,
+        )
+
+    resolved = resolve_for(rows)
+    if rows_at_length is not None:
+        # The sequence length does not depend on the row count, so one more pass is exact.
+        resolved = resolve_for(rows_at_length(resolved.max_seq_length))
     if not ctx.stage:
         ctx.update_job(hyperparameters=resolved.as_dict())
+    else:
+        ctx.record_stage_hyperparameters(resolved.as_dict())
     ctx.event(f"{ctx.stage + ': ' if ctx.stage else ''}Hyperparameters: "
               + ", ".join(f"{k}={v}" for k, v in resolved.as_dict().items()),
               data={"hyperparameters": resolved.as_dict(), "stage": ctx.stage or None})

@@ -9,12 +9,12 @@ import os
 # Probe CUDA through NVML, which stays fork-safe, if anything asks torch about devices.
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
-import datasets  # noqa: E402,F401
-import peft  # noqa: E402,F401
-import torch  # noqa: E402,F401
-import transformers  # noqa: E402,F401
-import trl  # noqa: E402,F401
+import datasets  # noqa: F401
+import peft  # noqa: F401
+import torch  # noqa: F401
+import transformers  # noqa: F401
+import trl  # noqa: F401
 
-from worker import registry  # noqa: E402
+from worker import registry
 
 registry.load_all()
