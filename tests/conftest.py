@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# One thread per training process: on 2 cores, a training child, the test process and a
+# second worker each spinning two OpenMP threads slow each other down 20-50x.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from tests.utils.jobs import Project
 from tests.utils.servers import Postgres, Redis, Service, run_cli, start_api, start_worker
 

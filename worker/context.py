@@ -51,8 +51,16 @@ class JobContext:
         folder = self.checkpoints_dir
         if not folder.is_dir():
             return None
-        done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-        return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
+        # The trainer writes trainer_state.json last: a checkpoint without a readable one
+        # was cut short by the crash we are recovering from, and the one before it is used.
+        steps = [p for p in folder.glob("checkpoint-*") if p.name.rsplit("-", 1)[1].isdigit()]
+        for path in sorted(steps, key=lambda p: int(p.name.rsplit("-", 1)[1]), reverse=True):
+            try:
+                json.loads((path / "trainer_state.json").read_text())
+            except (OSError, ValueError):
+                continue
+            return path
+        return None
 
     # -- writes to the job row; each retried through a database restart ---------------
 
@@ -70,6 +78,16 @@ class JobContext:
                 session.execute(sa.update(Job).where(Job.id == self.job_id).values(**values))
 
         with_db_retry(write, what="job update")
+
+    def record_stage_hyperparameters(self, values: dict[str, Any]) -> None:
+        """A multi-stage job's resolved hyperparameters sit on the job under each stage's name."""
+        def write() -> None:
+            with session_scope() as session:
+                job = session.get(Job, self.job_id, with_for_update=True)
+                if job is not None:
+                    job.hyperparameters = {**(job.hyperparameters or {}), self.stage: values}
+
+        with_db_retry(write, what="stage hyperparameters")
 
     def metrics(self, data: dict[str, Any], *, progress: dict[str, Any],
                 trained_tokens: int | None) -> None:

@@ -9,8 +9,14 @@ from worker.registry import TuningPlan
 
 def save_result(ctx: JobContext, plan: TuningPlan, model: Any, tokenizer: Any,
                 *, name: str = "", task: str = "causal_lm") -> list[str]:
-    """Save through the tuning's saver into artifacts/<name or kind>; returns artifact names."""
+    """Save through the tuning's saver into artifacts/<name or kind>; returns artifact names.
+
+    A stage of a multi-stage job (rlhf) saves under artifacts/<stage>/, so its stages'
+    results sit side by side (sft/adapter, reward/reward_model, ppo/adapter).
+    """
     folder_name = name or ("model" if plan.name == "full" else "adapter")
+    if ctx.stage:
+        folder_name = f"{ctx.stage}/{folder_name}"
     folder = ctx.artifacts_dir / folder_name
     folder.mkdir(parents=True, exist_ok=True)
     kind = plan.save(model, tokenizer, folder, task, ctx)

@@ -80,6 +80,8 @@ class JobSpec(BaseModel):
             raise ValueError("training_file is required")
         if self.hyperparameters is not None:
             config = getattr(self.method, self.method.type)
+            if isinstance(self.method, RLHFMethod):
+                config = self.method.rlhf.sft  # the stage OpenAI's fields describe
             if not config.hyperparameters.model_fields_set:
                 merged = config.hyperparameters.model_copy(
                     update=self.hyperparameters.model_dump(exclude_unset=True)

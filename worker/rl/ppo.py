@@ -235,6 +235,9 @@ def train_ppo(
     on_log: Callable[[dict[str, float]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     reward_fn: Callable[[list[str], list[str]], torch.Tensor] | None = None,
+    start_update: int = 0,
+    optimizer_state: dict | None = None,
+    on_update_end: Callable[[int, torch.optim.Optimizer], None] | None = None,
 ) -> dict[str, float]:
     """Train ``policy`` and ``value_model`` in place with PPO; return the last update's metrics.
 
@@ -243,6 +246,14 @@ def train_ppo(
     ``reward_fn(prompts, completions)`` wins over ``reward_model`` when both are given.
     ``on_log`` gets one metrics dict per update; ``should_stop`` is polled before each update.
     Reseeds torch's global RNG with ``settings.seed`` (generation samples from it).
+
+    Resuming: ``start_update`` updates are already done (the caller has loaded their weights
+    into ``policy`` and ``value_model``); the loop continues at the next one with the learning
+    rate, episode count and step numbers where they were, and ``optimizer_state`` (from
+    ``optimizer.state_dict()``) restores AdamW's moments. ``on_update_end(step, optimizer)``
+    runs after each update's ``on_log``, when the models are consistent: the place to
+    checkpoint. The resumed run samples fresh prompts and responses rather than replaying the
+    interrupted run's random stream.
     """
     s = settings
     s.validate()
@@ -265,9 +276,18 @@ def train_ppo(
     trainable = (p for m in (policy, value_model) for p in m.parameters() if p.requires_grad)
     params = list({id(p): p for p in trainable}.values())
     optimizer = torch.optim.AdamW(params, lr=s.learning_rate, eps=1e-5)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+        for group in optimizer.param_groups:  # the schedule below sets the rate from the base
+            group["lr"] = group["initial_lr"] = s.learning_rate
     num_updates = math.ceil(s.total_episodes / s.rollout_batch_size)
-    # Linear decay to 0 over the updates, stepped once per update, as trl's default schedule.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1.0 - k / num_updates)
+    if not 0 <= start_update <= num_updates:
+        raise ValueError(f"start_update must be in [0, {num_updates}]")
+    # Linear decay to 0 over the updates, stepped once per update, as trl's default schedule
+    # (counted from update 0 also when resuming).
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: 1.0 - (k + start_update) / num_updates
+    )
     gen_config = GenerationConfig(
         max_new_tokens=s.response_length,
         do_sample=True,
@@ -277,14 +297,15 @@ def train_ppo(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    torch.manual_seed(s.seed)
-    shuffle = torch.Generator().manual_seed(s.seed)
+    # A resumed run reseeds apart from the first, so it does not replay the first updates' draws.
+    torch.manual_seed(s.seed + start_update)
+    shuffle = torch.Generator().manual_seed(s.seed + start_update)
     stream = _prompt_stream(prompts, shuffle)
 
     metrics: dict[str, float] = {}
-    episode = 0
+    episode = min(start_update * s.rollout_batch_size, s.total_episodes)
     try:
-        for step in range(1, num_updates + 1):
+        for step in range(start_update + 1, num_updates + 1):
             if should_stop is not None and should_stop():
                 break
             start = time.perf_counter()
@@ -331,6 +352,8 @@ def train_ppo(
             }
             if on_log is not None:
                 on_log(metrics)
+            if on_update_end is not None:
+                on_update_end(step, optimizer)
     finally:
         for m, flag in zip(models, was_training, strict=True):
             m.train(flag)
