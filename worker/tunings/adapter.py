@@ -1,0 +1,75 @@
+"""Bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2020) via worker/tunings/bottleneck.py.
+
+peft has no bottleneck tuner, so the artifact is our own small format: the adapter weights in
+`adapter_model.safetensors`, their settings in `bottleneck_config.json`, the tokenizer, and a
+README that shows the one-call loader:
+
+    from worker.tunings.bottleneck import load_bottleneck_adapters
+    model = load_bottleneck_adapters("path/or/hub-id/of/the/base", "adapter")
+"""
+
+from pathlib import Path
+from typing import Any
+
+from tunesmith.spec.tunings import AdapterTuning
+from worker.context import JobContext
+from worker.registry import TuningPlan, register_tuning
+from worker.tunings.bottleneck import (
+    ADAPTER_NAME,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    BottleneckConfig,
+    add_bottleneck_adapters,
+    save_bottleneck_adapters,
+)
+
+README = """# Bottleneck adapters ({placement}, size {size})
+
+Trained by Tunesmith on `{model}`. peft has no bottleneck-adapter type, so this folder holds
+`{weights}` (the adapter weights only), `{config}` (their settings) and the tokenizer.
+Load them onto the base model with one call (the `tunesmith[worker]` package):
+
+```python
+from worker.tunings.bottleneck import load_bottleneck_adapters
+
+model = load_bottleneck_adapters("<path or hub id of {model}>", "<this folder>")
+# or onto a base you loaded yourself: load_bottleneck_adapters(base_model, "<this folder>")
+```
+"""
+
+
+def bottleneck_config(tuning: AdapterTuning) -> BottleneckConfig:
+    return BottleneckConfig(size=tuning.size, placement=tuning.placement,
+                            nonlinearity=tuning.nonlinearity, dropout=tuning.dropout)
+
+
+def apply(model: Any, tuning: AdapterTuning, task: str, ctx: JobContext) -> Any:
+    if task != "causal_lm":
+        # The spec allows adapters with causal-LM objectives only; a head would need saving too.
+        raise ValueError(f"adapter tuning trains causal language models, not {task!r} models")
+    add_bottleneck_adapters(model, bottleneck_config(tuning))
+    # Train the adapters in fp32 on a half-precision base, as peft does with LoRA weights:
+    # bf16 weights lose small Adam updates. The adapter casts its input and output itself.
+    for name, module in model.named_modules():
+        if name.endswith(ADAPTER_NAME):
+            module.float()
+    return model
+
+
+def save(model: Any, tokenizer: Any, folder: Path, task: str, ctx: JobContext) -> str:
+    tuning = ctx.spec.tuning
+    assert isinstance(tuning, AdapterTuning)
+    save_bottleneck_adapters(model, folder, bottleneck_config(tuning),
+                             base_model_name=ctx.spec.model)
+    (folder / "README.md").write_text(README.format(
+        placement=tuning.placement, size=tuning.size, model=ctx.spec.model,
+        weights=WEIGHTS_NAME, config=CONFIG_NAME))
+    return "bottleneck_adapter"
+
+
+register_tuning(TuningPlan(
+    name="adapter", load_kwargs=lambda tuning, ctx: {}, apply=apply, save=save,
+    # The up-projections start near zero (an identity adapter), so they need a rate above
+    # LoRA's to leave it; LLM-Adapters (Hu et al. 2023) train bottleneck adapters at 3e-4.
+    default_learning_rate=3e-4,
+))

@@ -1,0 +1,34 @@
+"""Prompt tuning (Lester et al. 2021): a soft prompt at the input, every weight frozen.
+
+With `init: text` the soft prompt starts as the embeddings of `init_text` (repeated or cut to
+num_virtual_tokens), read with the job model's own tokenizer.
+"""
+
+from typing import Any
+
+from peft import PromptTuningConfig, PromptTuningInit, TaskType
+
+from tunesmith.models import resolve_model
+from worker.context import JobContext
+from worker.tunings.prompt_learning import register_prompt_learning
+
+
+def _build(tuning: Any, task: TaskType, ctx: JobContext) -> PromptTuningConfig:
+    if tuning.init == "text":
+        return PromptTuningConfig(
+            task_type=task, num_virtual_tokens=tuning.num_virtual_tokens,
+            prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=tuning.init_text,
+            # Only read while training: a reloaded adapter takes its prompt from the weights.
+            tokenizer_name_or_path=resolve_model(ctx.spec.model).path_or_id,
+        )
+    return PromptTuningConfig(task_type=task, num_virtual_tokens=tuning.num_virtual_tokens,
+                              prompt_tuning_init=PromptTuningInit.RANDOM)
+
+
+register_prompt_learning(
+    "prompt", _build,
+    # The soft prompt is the only trainable tensor (num_virtual_tokens x hidden) and sits at
+    # the bottom of a frozen model: peft's prompt-tuning guide uses 3e-2 (Lester et al. went
+    # to 0.3 with Adafactor). LoRA rates leave it where it started.
+    default_learning_rate=3e-2,
+)
