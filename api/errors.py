@@ -7,7 +7,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,47 @@ class RateLimited(APIError):
     code = "rate_limited"
 
 
+class Unavailable(APIError):
+    status_code = 503
+    type = "server_error"
+    code = "unavailable"
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    code: str
+    message: str
+    param: str | None
+    # Validation errors (422) list every field at fault.
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape of every route."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "Bad input: a value the schema allows but the server cannot use (unknown file, "
+         "bad JSONL line, ...)",
+    401: "No API key, a malformed one, or a revoked one",
+    404: "Not there, or not this project's",
+    405: "Method not allowed",
+    409: "The object is in the wrong state for this request",
+    413: "Too large",
+    422: "The request does not match the schema; every field at fault is listed",
+    429: "Too many requests or queued jobs; see Retry-After",
+    503: "The database or the broker is not answering; retry after Retry-After",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error status codes, each with the one error shape."""
+    return {code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]}
+            for code in codes}
+
+
 def error_body(type_: str, code: str, message: str, param: str | None) -> dict[str, object]:
     return {"error": {"type": type_, "code": code, "message": message, "param": param}}
 
@@ -100,6 +144,17 @@ def _distinct_errors(errors: list[dict[str, Any]]) -> list[tuple[str | None, str
     return list(seen.items())
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette's own 405 names only the
+    first route whose path matched (GET /v1/files/{id}, not DELETE on the same path)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -120,13 +175,35 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
         return JSONResponse(error_body("invalid_request_error", code, str(exc.detail), None),
-                            status_code=exc.status_code)
+                            status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return JSONResponse(error_body("server_error", "internal", "Internal error; the server "
                                        "log has the details.", None), status_code=500)
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if isinstance(exc, DataError):
+            # A value the database cannot hold or compare, e.g. a NUL character in an id
+            # or cursor (PostgreSQL text refuses it): the request's fault, not a crash.
+            return JSONResponse(
+                error_body("invalid_request_error", "invalid_value", "A value in the request "
+                           "cannot be used (NUL characters, or a value too long).", None),
+                status_code=400)
+        # The database restarting or failing over is not the client's fault and passes:
+        # 503 with Retry-After, which HTTP clients (openai's included) retry on.
+        if isinstance(exc, OperationalError) or exc.connection_invalidated:
+            log.warning("database unavailable: %s", type(exc.orig).__name__)
+            return JSONResponse(
+                error_body("server_error", "database_unavailable", "The database is not "
+                           "answering; retry in a few seconds.", None),
+                status_code=503, headers={"Retry-After": "5"})
+        return await _unexpected(request, exc)

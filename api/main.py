@@ -4,15 +4,23 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
-from api.errors import install_error_handlers
+from api.errors import error_responses, install_error_handlers
 from api.metrics import install_metrics
 from api.rate_limit import install_rate_limit
 from api.routes import files, health, job_outputs, jobs, methods
 from tunesmith.reaper import start_reaper_thread
 from tunesmith.settings import settings
+from tunesmith.spec.job import JobSpec
+
+# What any /v1 route may answer besides its own errors: a value the database cannot hold
+# (a NUL character in an id), no or bad key, a request that does not match the schema,
+# the rate limit, the database away.
+V1_ERRORS = error_responses(400, 401, 422, 429, 503)
 
 
 @asynccontextmanager
@@ -35,9 +43,25 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     install_rate_limit(app)
     install_metrics(app)
-    for module in (files, jobs, job_outputs, methods, health):
-        app.include_router(module.router)
+    for module in (files, jobs, job_outputs, methods):
+        app.include_router(module.router, responses=V1_ERRORS)
+    app.include_router(health.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema, plus the job spec: `POST /v1/fine_tuning/jobs` reads its body
+    itself (to hash the raw bytes for Idempotency-Key), so FastAPI cannot see the model."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)
+        spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(spec.pop("$defs", {}))
+        components["JobSpec"] = spec
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 app = create_app()

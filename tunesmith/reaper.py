@@ -73,8 +73,8 @@ def redispatch_queued(now: float | None = None) -> list[str]:
     return sent
 
 
-def run_once() -> None:
-    requeued = reap_expired_leases()
+def run_once(*, reap: bool = True) -> None:
+    requeued = reap_expired_leases() if reap else []
     sent = redispatch_queued()
     if requeued or sent:
         log.info("reaper: requeued %s, sent %s", requeued, sent)
@@ -82,10 +82,19 @@ def run_once() -> None:
 
 def start_reaper_thread(stop: threading.Event) -> threading.Thread:
     def loop() -> None:
+        # While the database is away no worker can renew its lease; a lease that ran out
+        # then says nothing about the worker. After an outage every worker gets one full
+        # lease to renew before any lease counts as expired again.
+        reap_after = 0.0
         while not stop.wait(settings.reaper_interval_seconds):
             try:
-                run_once()
-            except Exception:  # a DB or broker outage must not end the loop
+                run_once(reap=time.time() >= reap_after)
+            except sa.exc.DBAPIError as exc:
+                reap_after = time.time() + settings.lease_seconds
+                log.warning("database unavailable (%s); leases are not reaped until %.0f s "
+                            "after it answers again", type(exc.orig).__name__,
+                            settings.lease_seconds)
+            except Exception:  # a broker outage or a bug must not end the loop
                 log.exception("reaper round failed; retrying next interval")
 
     thread = threading.Thread(target=loop, name="tunesmith-reaper", daemon=True)

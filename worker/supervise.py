@@ -12,8 +12,11 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -24,7 +27,7 @@ from tunesmith.db.session import session_scope
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import JobStatus, change_status, claim_job, renew_lease
 from tunesmith.settings import settings
-from worker.db_retry import with_db_retry
+from worker.db_retry import is_db_outage, with_db_retry
 from worker.train import ERROR_FILE, EXIT_STOPPED
 
 log = logging.getLogger(__name__)
@@ -86,8 +89,57 @@ def supervise(job_id: str, *, worker_id: str) -> str:
         return "skipped"
     (storage.job_dir(job_id) / ERROR_FILE).unlink(missing_ok=True)
     child = start_child(job_id)
-    started = time.monotonic()
-    last_renewal = started
+    try:
+        with _relay_sigterm(child) as host_stop:
+            watched = _watch(job_id, child, worker_id=worker_id)
+    finally:
+        # However supervision ends (an unexpected error included), the training ends with
+        # it: a child left running without a lease would train beside the requeued job.
+        if child.poll() is None:
+            _stop_child(child)
+    if watched is None:
+        return "lost"
+    code, ending = watched
+    if ending is None and host_stop.is_set():
+        ending = JobStatus.queued  # however the child ended, the host stopped it
+    return with_db_retry(lambda: _record_outcome(job_id, code, ending, worker_id=worker_id),
+                         what="outcome")
+
+
+@contextmanager
+def _relay_sigterm(child: subprocess.Popen[bytes]) -> Iterator[threading.Event]:
+    """While we supervise, SIGTERM (worker shutdown, node preemption) stops the training,
+    not us: the child checkpoints and exits, and we live to requeue the job at once.
+
+    Without this the Celery pool process dies of the signal, and the job waits for its
+    lease to run out and counts as a lost worker.
+    """
+    received = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signal handlers belong to the main thread; tests may call us there
+        return
+
+    def forward(signum: int, _frame: object) -> None:
+        log.warning("SIGTERM while supervising; stopping the training to requeue the job")
+        received.set()
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _watch(job_id: str, child: subprocess.Popen[bytes], *,
+           worker_id: str) -> tuple[int, JobStatus | None] | None:
+    """Renew the lease while the child lives; relay a cancel or the time limit.
+
+    Returns the child's exit code and why we stopped it (None: it ended by itself), or
+    None if the job was taken from this worker (its lease ran out and the reaper requeued it).
+    """
+    started = last_renewal = time.monotonic()
     ending: JobStatus | None = None  # why we stopped the child, if we did
     while (code := child.poll()) is None:
         time.sleep(POLL_SECONDS)
@@ -102,10 +154,14 @@ def supervise(job_id: str, *, worker_id: str) -> str:
                 if not still_ours and status not in (JobStatus.cancelling, None):
                     log.warning("job %s was taken from this worker; stopping", job_id)
                     _stop_child(child)
-                    return "lost"
-        except sa.exc.OperationalError:
+                    return None
+        except sa.exc.DBAPIError as exc:
+            if not is_db_outage(exc):
+                raise
             # The database is away (restarting): training goes on, we retry next round.
             log.warning("database unavailable while supervising %s", job_id)
+            continue
+        if ending is not None:
             continue
         if status == JobStatus.cancelling or status is None:
             ending = JobStatus.cancelled
@@ -113,38 +169,57 @@ def supervise(job_id: str, *, worker_id: str) -> str:
         elif now - started > settings.job_time_limit_seconds:
             ending = JobStatus.failed
             _stop_child(child)
-    return with_db_retry(lambda: _record_outcome(job_id, code, ending), what="outcome")
+    return code, ending
 
 
-def _record_outcome(job_id: str, code: int, ending: JobStatus | None) -> str:
+def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_id: str) -> str:
+    """Write how the attempt ended, unless the job was taken from this worker meanwhile."""
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None:
             return "gone"
         if ending == JobStatus.cancelled:
-            change_status(session, job_id, JobStatus.cancelled,
-                          "Job cancelled; training stopped", expect={JobStatus.cancelling})
-            return JobStatus.cancelled
+            done = change_status(session, job_id, JobStatus.cancelled,
+                                 "Job cancelled; training stopped",
+                                 expect={JobStatus.cancelling}, owner=worker_id)
+            return JobStatus.cancelled if done else "lost"
         if ending == JobStatus.failed:
-            change_status(session, job_id, JobStatus.failed,
-                          "Job stopped at its time limit", level="error",
-                          error={"code": "timeout", "param": None,
-                                 "message": f"The job ran past the limit of "
-                                            f"{settings.job_time_limit_seconds:.0f} s."})
-            return JobStatus.failed
+            done = change_status(
+                session, job_id, JobStatus.failed, "Job stopped at its time limit",
+                level="error", owner=worker_id,
+                error={"code": "timeout", "param": None,
+                       "message": f"The job ran past the limit of "
+                                  f"{settings.job_time_limit_seconds:.0f} s."})
+            return JobStatus.failed if done else "lost"
         if code == 0:
             names = session.scalars(sa.select(Artifact.name).where(Artifact.job_id == job_id)
                                     .order_by(Artifact.name)).all()
             suffix = f":{job.suffix}" if job.suffix else ""
-            change_status(session, job_id, JobStatus.succeeded,
-                          "The job has successfully completed",
-                          fine_tuned_model=f"ft:{job.model}:{job.project_id}{suffix}:{job.id}",
-                          result_files=list(names))
-            return JobStatus.succeeded
+            done = change_status(
+                session, job_id, JobStatus.succeeded, "The job has successfully completed",
+                owner=worker_id,
+                fine_tuned_model=f"ft:{job.model}:{job.project_id}{suffix}:{job.id}",
+                result_files=list(names))
+            return JobStatus.succeeded if done else "lost"
+        if ending == JobStatus.queued or code == EXIT_STOPPED:
+            # SIGTERM from the host, not from the API: the worker is shutting down or the
+            # node is preempted. The child saved a checkpoint (unless the signal came before
+            # training began); another worker resumes from it.
+            done = change_status(
+                session, job_id, JobStatus.queued,
+                "Training stopped by the worker's host (shutdown or preemption); requeued to "
+                "resume from the last checkpoint", expect={JobStatus.running},
+                owner=worker_id, level="warning",
+                event_data={"reason": "worker_shutdown", "attempt": job.attempt},
+                worker_id=None, lease_expires_at=None, dispatched_at=None)
+            return JobStatus.queued if done else "lost"
         error = _read_error(job_id, code)
         add_event(session, job_id, "Training log tail:\n" + _log_tail(job_id), level="error")
-        change_status(session, job_id, JobStatus.failed, f"Job failed: {error['message']}",
-                      level="error", error=error, event_data={"code": error["code"]})
+        if not change_status(session, job_id, JobStatus.failed,
+                             f"Job failed: {error['message']}", level="error", error=error,
+                             event_data={"code": error["code"]}, owner=worker_id):
+            session.rollback()  # not ours any more: the log tail is not this job's story
+            return "lost"
         return JobStatus.failed
 
 
@@ -156,8 +231,5 @@ def _read_error(job_id: str, code: int) -> dict[str, str | None]:
         return {"code": "out_of_memory", "param": None,
                 "message": "The training process was killed (SIGKILL), most likely by the "
                            "host's out-of-memory killer: lower batch_size or max_seq_length."}
-    if code == EXIT_STOPPED:
-        return {"code": "internal", "param": None,
-                "message": "Training stopped on a signal nobody sent through the API."}
     return {"code": "internal", "param": None,
             "message": f"The training process exited with code {code}; see the job's events."}

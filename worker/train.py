@@ -16,6 +16,7 @@ from tunesmith.db.models import Job
 from tunesmith.db.session import session_scope
 from tunesmith.spec.job import JobSpec
 from worker.context import JobContext
+from worker.db_retry import with_db_retry
 from worker.failures import CudaUnavailable, classify
 
 EXIT_STOPPED = 3
@@ -36,12 +37,31 @@ def pick_device(gpus: int | str) -> str:
 
 
 def load_context(job_id: str) -> JobContext:
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise SystemExit(f"no job '{job_id}'")
-        spec, seed = JobSpec.model_validate(job.spec), job.seed
-    return JobContext(job_id=job_id, spec=spec, device="cpu", seed=seed)
+    def read() -> tuple[dict, int] | None:
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            return None if job is None else (job.spec, job.seed)
+
+    # Retried: a child starting while PostgreSQL restarts must not fail its job for that.
+    found = with_db_retry(read, what="load job")
+    if found is None:
+        raise SystemExit(f"no job '{job_id}'")
+    return JobContext(job_id=job_id, spec=JobSpec.model_validate(found[0]), device="cpu",
+                      seed=found[1])
+
+
+def _resolved_hyperparameters(job_id: str) -> dict | None:
+    """What the failure message may quote; a database outage must not hide the real error."""
+    def read() -> dict | None:
+        with session_scope() as session:
+            job = session.get(Job, job_id)
+            return job.hyperparameters if job else None
+
+    try:
+        return with_db_retry(read, what="read hyperparameters", deadline_seconds=30)
+    except Exception:
+        logging.exception("could not read the job's hyperparameters")
+        return None
 
 
 def main(job_id: str) -> int:
@@ -71,10 +91,7 @@ def main(job_id: str) -> int:
         if isinstance(exc, KeyboardInterrupt) or ctx.stop.is_set():
             return EXIT_STOPPED
         logging.exception("training failed")
-        with session_scope() as session:
-            job = session.get(Job, job_id)
-            resolved = job.hyperparameters if job else None
-        error = classify(exc, hyperparameters=resolved)
+        error = classify(exc, hyperparameters=_resolved_hyperparameters(job_id))
         (ctx.job_dir / ERROR_FILE).write_text(json.dumps(error.as_dict()))
         return 1
     return EXIT_STOPPED if ctx.stop.is_set() else 0

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from api import idempotency
 from api.deps import CurrentProject, SessionDep
-from api.errors import Conflict, InvalidRequest, NotFound, TooLarge
+from api.errors import Conflict, InvalidRequest, NotFound, TooLarge, error_responses
 from api.serializers import file_object, list_object
 from tunesmith import storage
 from tunesmith.db.models import File, Job
@@ -52,7 +52,7 @@ async def _spool(upload: UploadFile, target: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-@router.post("", status_code=200)
+@router.post("", status_code=200, responses=error_responses(400, 409, 413))
 async def create_file(
     session: SessionDep, project: CurrentProject, file: UploadFile,
     purpose: Annotated[str, Form()] = "fine-tune",
@@ -72,8 +72,11 @@ async def create_file(
         record = idempotency.replay(session, project_id=project.id, route="files",
                                     key=idempotency_key, body_hash=body_hash)
         if record is not None:
+            # A retry: the first upload's copy is the file; this one's bytes are not kept.
+            partial.unlink(missing_ok=True)
             return JSONResponse(record.body, status_code=record.status_code)
-        check = check_jsonl(_lines(partial), max_line_bytes=settings.max_line_bytes)
+        check = check_jsonl(_lines(partial), max_line_bytes=settings.max_line_bytes,
+                            max_rows=settings.max_rows_per_file)
         if not check.ok:
             first = check.problems[0]
             where = f"line {first.line}: " if first.line else ""
@@ -123,13 +126,15 @@ def read_files(
     return list_object([file_object(f) for f in rows[:limit]], has_more=len(rows) > limit)
 
 
-@router.get("/{file_id}")
+@router.get("/{file_id}", responses=error_responses(404))
 def read_file(session: SessionDep, project: CurrentProject, file_id: str) -> dict[str, Any]:
     """One file's metadata."""
     return file_object(_get_file(session, project, file_id))
 
 
-@router.get("/{file_id}/content")
+@router.get("/{file_id}/content", response_class=StreamingResponse, responses={
+    200: {"description": "The file's bytes", "content": {"application/jsonl": {
+        "schema": {"type": "string", "format": "binary"}}}}, **error_responses(404)})
 def read_file_content(session: SessionDep, project: CurrentProject,
                       file_id: str) -> StreamingResponse:
     """The file's bytes as uploaded."""
@@ -138,7 +143,7 @@ def read_file_content(session: SessionDep, project: CurrentProject,
                              media_type="application/jsonl")
 
 
-@router.delete("/{file_id}")
+@router.delete("/{file_id}", responses=error_responses(404, 409))
 def delete_file(session: SessionDep, project: CurrentProject, file_id: str) -> dict[str, Any]:
     """Delete a file that no unfinished job still reads."""
     file = _get_file(session, project, file_id)

@@ -3,6 +3,7 @@
 import sqlalchemy as sa
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from tunesmith.db.session import get_engine
 from tunesmith.queue import celery_app
@@ -16,7 +17,14 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    status: str
+    # "ok" or "error: <exception type>" for "database" and "broker".
+    checks: dict[str, str]
+
+
+@router.get("/readyz", response_model=Readiness, responses={
+    503: {"model": Readiness, "description": "The database or the broker is not answering"}})
 def readyz() -> JSONResponse:
     """The database and the broker answer."""
     checks: dict[str, str] = {}

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, StreamingResponse
 
 from api.deps import CurrentProject, SessionDep
-from api.errors import InvalidRequest, NotFound
+from api.errors import InvalidRequest, NotFound, error_responses
 from api.routes.jobs import get_job
 from api.serializers import artifact_object, checkpoint_object, event_object, list_object
 from tunesmith import storage
@@ -48,7 +48,14 @@ def _stream_events(job_id: str, after_seq: int) -> Iterator[str]:
             time.sleep(STREAM_POLL_SECONDS)
 
 
-@router.get("/{job_id}/events", response_model=None)
+@router.get("/{job_id}/events", response_model=None, responses={
+    200: {"description": "A page of events, or with `stream=true` server-sent events",
+          "content": {"text/event-stream": {"schema": {  # one server-sent event
+              "type": "object", "required": ["data"],
+              "properties": {"id": {"type": "string"}, "event": {"type": "string"},
+                             "data": {"type": "string", "description": "an event as JSON, "
+                                      "or [DONE] after the last one"}}}}}},
+    **error_responses(400, 404)})
 def read_events(
     session: SessionDep, project: CurrentProject, job_id: str,
     after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20,
@@ -72,7 +79,7 @@ def read_events(
     return list_object([event_object(e) for e in rows[:limit]], has_more=len(rows) > limit)
 
 
-@router.get("/{job_id}/checkpoints")
+@router.get("/{job_id}/checkpoints", responses=error_responses(400, 404))
 def read_checkpoints(
     session: SessionDep, project: CurrentProject, job_id: str,
     after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -90,7 +97,7 @@ def read_checkpoints(
                        has_more=len(rows) > limit)
 
 
-@router.get("/{job_id}/artifacts")
+@router.get("/{job_id}/artifacts", responses=error_responses(404))
 def read_artifacts(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """The job's results (adapter, model, reward model) with size and sha256."""
     get_job(session, project, job_id)
@@ -99,7 +106,9 @@ def read_artifacts(session: SessionDep, project: CurrentProject, job_id: str) ->
     return list_object([artifact_object(a) for a in rows], has_more=False)
 
 
-@router.get("/{job_id}/artifacts/{name:path}")
+@router.get("/{job_id}/artifacts/{name:path}", response_class=FileResponse, responses={
+    200: {"description": "The file", "content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}}}, **error_responses(404)})
 def read_artifact(session: SessionDep, project: CurrentProject, job_id: str,
                   name: str) -> FileResponse:
     """Download one artifact file by its name from the list."""

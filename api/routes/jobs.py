@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from api import idempotency
 from api.deps import CurrentProject, SessionDep
-from api.errors import Conflict, InvalidRequest, NotFound, RateLimited
+from api.errors import Conflict, InvalidRequest, NotFound, RateLimited, error_responses
 from api.serializers import job_object, list_object
 from tunesmith.db.models import File, Job, Project
 from tunesmith.ids import new_id
@@ -50,7 +50,7 @@ def _check_references(session: Session, project: Project, spec: JobSpec) -> None
     try:
         resolve_model(spec.model)
     except (BadModelName, ModelNotFound) as exc:
-        raise InvalidRequest(str(exc), param="model", code="model_not_found") from exc
+        raise InvalidRequest(f"model: {exc}", param="model", code="model_not_found") from exc
     reward_job_id = reward_model_reference(spec)
     if reward_job_id is not None:
         reward_job = session.get(Job, reward_job_id)
@@ -67,6 +67,8 @@ def _parse_spec(raw: bytes) -> JobSpec:
         body = json.loads(raw or b"null")
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"Body is not JSON: {exc.msg} (column {exc.colno}).") from exc
+    except UnicodeDecodeError as exc:  # json.loads decodes bytes first
+        raise InvalidRequest(f"Body is not UTF-8 JSON: bad byte at offset {exc.start}.") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("Body must be a JSON object with at least model and training_file.")
     try:
@@ -75,11 +77,26 @@ def _parse_spec(raw: bytes) -> JobSpec:
         from fastapi.exceptions import RequestValidationError
 
         raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+            [_locate(e) for e in exc.errors(include_url=False)]
         ) from exc
 
 
-@router.post("")
+def _locate(error: Any) -> Any:
+    """The error under the body, and a spec-wide check's error under the field it names first
+    ("training_file is required" -> training_file), so `param` says what to fix."""
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    loc = tuple(error["loc"])
+    if not loc and message.split(" ", 1)[0] in JobSpec.model_fields:
+        loc = (message.split(" ", 1)[0],)
+    return {**error, "msg": message, "loc": ("body", *loc)}
+
+
+# The body is read raw (its bytes key Idempotency-Key); its schema is the job spec.
+JOB_SPEC_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}}}}
+
+
+@router.post("", responses=error_responses(400, 409), openapi_extra=JOB_SPEC_BODY)
 async def create_job(
     request: Request, session: SessionDep, project: CurrentProject,
     idempotency_key: Annotated[str | None, Header()] = None,
@@ -156,13 +173,13 @@ def read_jobs(
     return list_object([job_object(j) for j in rows], has_more=has_more)
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=error_responses(404))
 def read_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """The job: status, progress, last metrics, error, result files."""
     return job_object(get_job(session, project, job_id))
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=error_responses(404, 409))
 def cancel_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """Cancel: a queued job at once; a running one stops within seconds and frees its GPU."""
     job = get_job(session, project, job_id)

@@ -49,11 +49,13 @@ def change_status(
     message: str,
     *,
     expect: set[JobStatus] | None = None,
+    owner: str | None = None,
     event_data: dict[str, Any] | None = None,
     level: str = "info",
     **fields: Any,
 ) -> bool:
-    """Move the job to `to` if it is in one of the `expect` states (default: any allowed one).
+    """Move the job to `to` if it is in one of the `expect` states (default: any allowed one)
+    and, with `owner`, still held by that worker.
 
     Returns whether this call made the change. `fields` are further columns to set in
     the same UPDATE (lease, error, ...). The caller commits.
@@ -63,11 +65,11 @@ def change_status(
     if to in TERMINAL:
         values.setdefault("finished_at", now())
         values.setdefault("lease_expires_at", None)
-    result = session.execute(
-        sa.update(Job)
-        .where(Job.id == job_id, Job.status.in_([s.value for s in allowed]))
-        .values(**values)
-    )
+    query = sa.update(Job).where(Job.id == job_id, Job.status.in_([s.value for s in allowed]))
+    if owner is not None:
+        # A worker whose lease ran out must not write over the attempt that replaced it.
+        query = query.where(Job.worker_id == owner)
+    result = session.execute(query.values(**values))
     if result.rowcount != 1:
         return False
     add_event(session, job_id, message, level=level,

@@ -1,0 +1,90 @@
+"""A stack of real parts that a fault test may break: kill, stop and restart at will."""
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.utils.jobs import Project
+from tests.utils.servers import Postgres, Redis, Service, run_cli, start_api, start_worker
+
+# Fast fault detection, as in tests/conftest.py: a lost worker is noticed in ~10 s.
+FAST_RECOVERY = {
+    "TUNESMITH_HEARTBEAT_SECONDS": "1",
+    "TUNESMITH_LEASE_SECONDS": "10",
+    "TUNESMITH_REAPER_INTERVAL_SECONDS": "1",
+    "TUNESMITH_REDISPATCH_AFTER_SECONDS": "15",
+    "TUNESMITH_CANCEL_GRACE_SECONDS": "5",
+    "TUNESMITH_ALLOW_HUB_DOWNLOADS": "false",
+}
+
+
+@dataclass
+class FaultStack:
+    root: Path
+    env: dict[str, str]
+    postgres: Postgres
+    redis: Redis
+    api: Service
+    url: str
+    workers: dict[str, Service] = field(default_factory=dict)
+
+    def project(self, name: str) -> Project:
+        return Project(self.url, self.env, name)
+
+    def start_worker(self, name: str) -> Service:
+        """Start (or start again) the worker `name`, with its own log file."""
+        self.workers[name] = start_worker(self.env, self.root / f"worker-{name}.log", name=name)
+        return self.workers[name]
+
+    def worker_log(self, name: str) -> str:
+        return (self.root / f"worker-{name}.log").read_text(errors="replace")
+
+    def api_log(self) -> str:
+        return (self.root / "api.log").read_text(errors="replace")
+
+    def readyz(self) -> int:
+        return httpx.get(f"{self.url}/readyz", timeout=10).status_code
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+        self.api.stop()
+        self.redis.stop()
+        self.postgres.stop("immediate")
+
+
+def build_stack(root: Path, extra_env: dict[str, str], *, tiny_model: Path) -> FaultStack:
+    """PostgreSQL, Redis (no persistence), migrations, the tiny model and the API; no worker."""
+    postgres = Postgres(root / "pg")
+    postgres.init()
+    redis = Redis(root / "redis")
+    redis.start()
+    env = {
+        **os.environ, **FAST_RECOVERY, **extra_env,
+        "TUNESMITH_HOME": str(root / "home"),
+        "TUNESMITH_DATABASE_URL": postgres.url,
+        "TUNESMITH_BROKER_URL": redis.url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    run_cli(["migrate"], env)
+    shutil.copytree(tiny_model, root / "home" / "models" / "tiny-llama")
+    api, url = start_api(env, root / "api.log")
+    return FaultStack(root, env, postgres, redis, api, url)
+
+
+def wait_for(check, *, timeout: float, what: str, interval: float = 0.2):  # type: ignore[no-untyped-def]
+    """Poll `check` until it returns something truthy; errors count as 'not yet'."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            if result := check():
+                return result
+        except (httpx.HTTPError, AssertionError) as exc:  # the API may be restarting
+            last = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
