@@ -9,7 +9,9 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from worker.context import JobContext
 
 # Keys trainers log under other names; events use one vocabulary.
-RENAMES = {"train_loss": "loss", "lr": "learning_rate"}
+# (The end-of-training summary's `train_loss` keeps its name: it is a mean over the run, or
+# over the resumed part of it, not a step's loss.)
+RENAMES = {"lr": "learning_rate"}
 
 
 class JobEventsCallback(TrainerCallback):

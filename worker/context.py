@@ -1,6 +1,7 @@
 """What a training child knows about its job: the spec, its folders, its device, its events."""
 
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,15 @@ class JobContext:
         folder = storage.checkpoints_dir(self.job_id)
         return folder / self.stage if self.stage else folder
 
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 of a multi-process job (or the only process): the one that reports."""
+        return int(os.environ.get("RANK", "0")) == 0
+
+    @property
+    def world_size(self) -> int:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+
     def rows(self, file_id: str) -> list[dict[str, Any]]:
         """The rows of an uploaded file (validated at upload)."""
         with storage.file_path(file_id).open(encoding="utf-8") as handle:
@@ -66,6 +76,8 @@ class JobContext:
 
     def event(self, message: str, *, level: str = "info", type: str = "message",
               data: dict[str, Any] | None = None) -> None:
+        if not self.is_main:  # the other ranks of a data-parallel job stay quiet
+            return
         def write() -> None:
             with session_scope() as session:
                 add_event(session, self.job_id, message, level=level, type=type, data=data)
@@ -73,6 +85,8 @@ class JobContext:
         with_db_retry(write, what="event")
 
     def update_job(self, **values: Any) -> None:
+        if not self.is_main:  # the other ranks of a data-parallel job stay quiet
+            return
         def write() -> None:
             with session_scope() as session:
                 session.execute(sa.update(Job).where(Job.id == self.job_id).values(**values))
@@ -81,6 +95,8 @@ class JobContext:
 
     def record_stage_hyperparameters(self, values: dict[str, Any]) -> None:
         """A multi-stage job's resolved hyperparameters sit on the job under each stage's name."""
+        if not self.is_main:  # the other ranks of a data-parallel job stay quiet
+            return
         def write() -> None:
             with session_scope() as session:
                 job = session.get(Job, self.job_id, with_for_update=True)
@@ -92,6 +108,8 @@ class JobContext:
     def metrics(self, data: dict[str, Any], *, progress: dict[str, Any],
                 trained_tokens: int | None) -> None:
         """One metrics event plus the job's progress and last metrics, in one transaction."""
+        if not self.is_main:  # the other ranks of a data-parallel job stay quiet
+            return
         def write() -> None:
             with session_scope() as session:
                 summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -108,6 +126,8 @@ class JobContext:
     def checkpoint(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
         relative = str(path.relative_to(self.job_dir))
 
+        if not self.is_main:  # the other ranks of a data-parallel job stay quiet
+            return
         def write() -> None:
             with session_scope() as session:
                 exists = session.scalar(sa.select(Checkpoint.id).where(

@@ -18,6 +18,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Protocol
@@ -78,6 +80,24 @@ def _run_forked(job_id: str, log_path: str) -> None:
     sys.exit(code)
 
 
+@contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Celery's prefork pool marks its processes daemonic in multiprocessing's books, and
+    multiprocessing then refuses to start children, to keep daemons from leaving orphans.
+    Ours cannot outlive us: they die with the fork server (PR_SET_PDEATHSIG), which exits
+    when this process does, and as daemons they are terminated at our exit. The pool's
+    authkey is billiard's too, which refuses to be pickled to the fork server: lend
+    multiprocessing one of its own while we start the child."""
+    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    saved = {key: config[key] for key in ("daemon", "authkey") if key in config}
+    config.pop("daemon", None)
+    config["authkey"] = multiprocessing.process.AuthenticationString(os.urandom(32))
+    try:
+        yield
+    finally:
+        config.update(saved)
+
+
 def warm_start_enabled() -> bool:
     if settings.warm_start is not None:
         return settings.warm_start
@@ -112,9 +132,10 @@ def start_training(job_id: str, *, processes: int = 1) -> TrainingProcess:
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "train.log"
     if processes == 1 and warm_start_enabled():
-        process = forkserver().Process(target=_run_forked, args=(job_id, str(log_path)),
-                                       name=f"train-{job_id}")
-        process.start()
+        with _children_allowed():  # the Process copies our config when it is made
+            process = forkserver().Process(target=_run_forked, args=(job_id, str(log_path)),
+                                           name=f"train-{job_id}", daemon=True)
+            process.start()
         return ForkedTraining(process)
     with log_path.open("ab") as log_file:
         return subprocess.Popen(training_command(job_id, processes), stdout=log_file,

@@ -14,6 +14,8 @@ def save_result(ctx: JobContext, plan: TuningPlan, model: Any, tokenizer: Any,
     A stage of a multi-stage job (rlhf) saves under artifacts/<stage>/, so its stages'
     results sit side by side (sft/adapter, reward/reward_model, ppo/adapter).
     """
+    if not ctx.is_main:
+        return []  # one writer: rank 0 holds the same weights as every other rank
     folder_name = name or ("model" if plan.name == "full" else "adapter")
     if ctx.stage:
         folder_name = f"{ctx.stage}/{folder_name}"

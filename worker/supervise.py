@@ -6,12 +6,10 @@ records the outcome. Training itself never runs in the Celery process: a crash, 
 a CUDA fault in the child cannot take the worker down with it.
 """
 
-import ctypes
 import json
 import logging
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -28,29 +26,22 @@ from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import JobStatus, change_status, claim_job, renew_lease
 from tunesmith.settings import settings
 from worker.db_retry import is_db_outage, with_db_retry
+from worker.launch import TrainingProcess, start_training
 from worker.train import ERROR_FILE, EXIT_STOPPED
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
-PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    # If the supervisor is killed (kill -9, OOM), the kernel kills the child too, so no
-    # orphaned training runs on beside the requeued job.
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def child_command(job_id: str) -> list[str]:
-    return [sys.executable, "-m", "worker.train", job_id]
-
-
-def start_child(job_id: str) -> subprocess.Popen[bytes]:
-    folder = storage.job_dir(job_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    log_file = (folder / "train.log").open("ab")
-    return subprocess.Popen(child_command(job_id), stdout=log_file, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+def training_processes(job_id: str) -> int:
+    """How many training processes the job asked for: one per GPU, or `processes`."""
+    with session_scope() as session:
+        resources = (session.scalar(sa.select(Job.spec).where(Job.id == job_id)) or {}) \
+            .get("resources") or {}
+    if resources.get("processes"):
+        return int(resources["processes"])
+    gpus = resources.get("gpus")
+    return gpus if isinstance(gpus, int) and gpus > 1 else 1
 
 
 def _status(job_id: str) -> str | None:
@@ -66,7 +57,7 @@ def _log_tail(job_id: str, lines: int = 20) -> str:
         return "".join(deque(handle, maxlen=lines))
 
 
-def _stop_child(child: subprocess.Popen[bytes]) -> int:
+def _stop_child(child: TrainingProcess) -> int:
     """SIGTERM (the child checkpoints and exits), then SIGKILL after the grace period."""
     if child.poll() is None:
         child.send_signal(signal.SIGTERM)
@@ -88,7 +79,8 @@ def supervise(job_id: str, *, worker_id: str) -> str:
         log.info("job %s is not queued (gone, taken or finished); message dropped", job_id)
         return "skipped"
     (storage.job_dir(job_id) / ERROR_FILE).unlink(missing_ok=True)
-    child = start_child(job_id)
+    child = start_training(job_id, processes=with_db_retry(
+        lambda: training_processes(job_id), what="resources"))
     try:
         with _relay_sigterm(child) as host_stop:
             watched = _watch(job_id, child, worker_id=worker_id)
@@ -107,7 +99,7 @@ def supervise(job_id: str, *, worker_id: str) -> str:
 
 
 @contextmanager
-def _relay_sigterm(child: subprocess.Popen[bytes]) -> Iterator[threading.Event]:
+def _relay_sigterm(child: TrainingProcess) -> Iterator[threading.Event]:
     """While we supervise, SIGTERM (worker shutdown, node preemption) stops the training,
     not us: the child checkpoints and exits, and we live to requeue the job at once.
 
@@ -132,7 +124,7 @@ def _relay_sigterm(child: subprocess.Popen[bytes]) -> Iterator[threading.Event]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _watch(job_id: str, child: subprocess.Popen[bytes], *,
+def _watch(job_id: str, child: TrainingProcess, *,
            worker_id: str) -> tuple[int, JobStatus | None] | None:
     """Renew the lease while the child lives; relay a cancel or the time limit.
 

@@ -2,11 +2,20 @@
 
 import os
 import socket
+from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_process_init
 
 from tunesmith.queue import RUN_JOB_TASK
+from worker.launch import prewarm
 from worker.supervise import supervise
+
+
+@worker_process_init.connect
+def _start_fork_server(**_: Any) -> None:
+    # Import the training libraries once per pool process, before the first job arrives.
+    prewarm()
 
 
 @shared_task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

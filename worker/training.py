@@ -58,7 +58,8 @@ def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, **extra: A
     return config_cls(
         output_dir=str(ctx.checkpoints_dir),
         num_train_epochs=hp.n_epochs, max_steps=hp.max_steps,
-        per_device_train_batch_size=hp.batch_size,
+        # batch_size is the job's: split across the processes of a data-parallel run.
+        per_device_train_batch_size=max(1, hp.batch_size // ctx.world_size),
         gradient_accumulation_steps=hp.gradient_accumulation_steps,
         learning_rate=hp.learning_rate, weight_decay=hp.weight_decay,
         lr_scheduler_type=hp.lr_scheduler,
@@ -72,6 +73,9 @@ def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, **extra: A
         save_strategy="steps", save_steps=hp.save_steps, save_total_limit=2,
         seed=ctx.seed, data_seed=ctx.seed, report_to="none", disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
+        # Every trainable parameter gets a gradient in our pipelines; the search for unused
+        # ones costs an extra autograd traversal per step in data-parallel runs.
+        ddp_find_unused_parameters=False if ctx.world_size > 1 else None,
         **extra,
     )
 
