@@ -24,6 +24,8 @@ from functools import cache
 from pathlib import Path
 from typing import Protocol
 
+import setproctitle
+
 from tunesmith import storage
 from tunesmith.settings import settings
 
@@ -69,6 +71,8 @@ class ForkedTraining:
 
 def _run_forked(job_id: str, log_path: str) -> None:
     die_with_parent()
+    # In `ps`, a forked training process reads as the command it stands in for.
+    setproctitle.setproctitle(" ".join(training_command(job_id, 1)))
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)

@@ -29,7 +29,8 @@ def outage(fault_stack: FaultStack) -> dict[str, Any]:
     """One job training, three queued, Redis down for a few seconds, one job sent meanwhile."""
     project = fault_stack.project("redis")
     file_id = project.upload(bundled_instructions())["id"]
-    running = project.create_job(_spec(file_id, 100))["id"]
+    # Long enough to outlast the outage (a step takes a few tens of milliseconds).
+    running = project.create_job(_spec(file_id, 600))["id"]
     wait_for(lambda: project.job(running)["progress"].get("step", 0) > 0, timeout=180,
              what="the first job to train")
     queued = [project.create_job(_spec(file_id, 3))["id"] for _ in range(3)]
