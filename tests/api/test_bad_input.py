@@ -236,6 +236,9 @@ def test_the_valid_spec_the_cases_start_from_is_accepted(stack, owner: Project, 
     assert response.status_code == 200, response.text
     job = response.json()
     owner.http.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel")
+    # If the worker took it first, it is stopping: wait, so its last events are written
+    # before the next case counts rows.
+    owner.wait(job["id"])
     after = _leftovers(stack, owner)
     assert after["jobs"] == [job["id"], *before["jobs"]]
     assert after["rows"]["jobs"] == before["rows"]["jobs"] + 1
