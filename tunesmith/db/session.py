@@ -26,8 +26,9 @@ def make_engine(url: str) -> Engine:
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    # At least the 40 threads FastAPI runs sync handlers in, so none waits for a connection.
     # pre_ping drops connections a restarted PostgreSQL closed, instead of failing a request.
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=30)
 
 
 @cache

@@ -1,0 +1,103 @@
+"""The real service for the benchmarks, started the way tests/conftest.py starts it.
+
+PostgreSQL, Redis, the API under uvicorn and as many Celery workers as a benchmark asks for,
+all in one temporary folder that is removed afterwards (unless `keep`).
+"""
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from tests.utils.jobs import Project
+from tests.utils.servers import Postgres, Redis, Service, run_cli, start_api, start_worker
+
+BENCH_SETTINGS = {
+    "TUNESMITH_ALLOW_HUB_DOWNLOADS": "false",
+    # The load benchmark queues thousands of jobs that must never train; the default cap
+    # (100 queued per project) would answer them 429.
+    "TUNESMITH_MAX_QUEUED_JOBS_PER_PROJECT": "1000000000",
+    # Those jobs sit on a queue no worker reads; without this the reaper would resend
+    # thousands of messages every two minutes in the middle of a measurement.
+    "TUNESMITH_REDISPATCH_AFTER_SECONDS": "86400",
+    # The load benchmark measures what the routes can serve, not the per-key rate limit
+    # (50/s by default), which would answer most of its requests 429.
+    "TUNESMITH_RATE_LIMIT_PER_SECOND": "0",
+}
+
+
+@dataclass
+class Stack:
+    root: Path
+    env: dict[str, str]
+    postgres: Postgres
+    redis: Redis
+    api: Service
+    url: str
+    workers: list[Service] = field(default_factory=list)
+
+    @property
+    def home(self) -> Path:
+        return Path(self.env["TUNESMITH_HOME"])
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    @cached_property
+    def engine(self) -> Engine:
+        """A connection pool of the benchmark's own, for polling and bulk inserts."""
+        return sa.create_engine(self.postgres.url, pool_size=2, max_overflow=2)
+
+    def project(self, name: str) -> Project:
+        return Project(self.url, self.env, name)
+
+    def set_workers(self, count: int) -> None:
+        """Run exactly `count` workers (w1, w2, ...), starting or stopping the difference."""
+        while len(self.workers) > count:
+            self.workers.pop().stop()
+        while len(self.workers) < count:
+            name = f"w{len(self.workers) + 1}"
+            self.workers.append(start_worker(self.env, self.root / f"worker-{name}.log",
+                                             name=name))
+
+    def stop(self) -> None:
+        self.set_workers(0)
+        self.api.stop()
+        self.redis.stop()
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+        self.postgres.stop("immediate")
+
+
+@contextmanager
+def running_stack(*, keep: bool = False,
+                  extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    root = Path(tempfile.mkdtemp(prefix="tunesmith-bench-"))
+    os.chmod(root, 0o755)  # the postgres user must reach its data folder inside
+    postgres = Postgres(root / "pg")
+    postgres.init()
+    redis = Redis(root / "redis")
+    redis.start()
+    env = {**os.environ, **BENCH_SETTINGS, "TUNESMITH_HOME": str(root / "home"),
+           "TUNESMITH_DATABASE_URL": postgres.url, "TUNESMITH_BROKER_URL": redis.url,
+           "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    run_cli(["migrate"], env)
+    run_cli(["tiny-model"], env)
+    api, url = start_api(env, root / "api.log")
+    stack = Stack(root, env, postgres, redis, api, url)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        if keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
