@@ -17,7 +17,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from tests.utils.jobs import Project
-from tests.utils.servers import Postgres, Redis, Service, run_cli, start_api, start_worker
+from tests.utils.servers import (
+    Postgres,
+    Redis,
+    Service,
+    run_cli,
+    start_api,
+    start_backing_servers,
+    start_worker,
+)
 
 BENCH_SETTINGS = {
     "TUNESMITH_ALLOW_HUB_DOWNLOADS": "false",
@@ -82,14 +90,7 @@ def running_stack(*, keep: bool = False,
                   extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
     root = Path(tempfile.mkdtemp(prefix="tunesmith-bench-"))
     os.chmod(root, 0o755)  # the postgres user must reach its data folder inside
-    postgres = Postgres(root / "pg")
-    postgres.init()
-    redis = Redis(root / "redis")
-    redis.start()
-    env = {**os.environ, **BENCH_SETTINGS, "TUNESMITH_HOME": str(root / "home"),
-           "TUNESMITH_DATABASE_URL": postgres.url, "TUNESMITH_BROKER_URL": redis.url,
-           "PYTHONUNBUFFERED": "1", **(extra_env or {})}
-    run_cli(["migrate"], env)
+    postgres, redis, env = start_backing_servers(root, {**BENCH_SETTINGS, **(extra_env or {})})
     run_cli(["tiny-model"], env)
     api, url = start_api(env, root / "api.log")
     stack = Stack(root, env, postgres, redis, api, url)

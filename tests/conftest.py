@@ -18,7 +18,15 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tests.utils.jobs import Project
-from tests.utils.servers import Postgres, Redis, Service, run_cli, start_api, start_worker
+from tests.utils.servers import (
+    Postgres,
+    Redis,
+    Service,
+    run_cli,
+    start_api,
+    start_backing_servers,
+    start_worker,
+)
 
 # Fast fault detection for tests; the defaults suit hour-long jobs.
 FAST_RECOVERY = {
@@ -61,18 +69,7 @@ class Stack:
 def stack() -> Iterator[Stack]:
     root = Path(tempfile.mkdtemp(prefix="tunesmith-test-"))
     os.chmod(root, 0o755)  # the postgres user must reach its data folder inside
-    postgres = Postgres(root / "pg")
-    postgres.init()
-    redis = Redis(root / "redis")
-    redis.start()
-    env = {
-        **os.environ, **FAST_RECOVERY,
-        "TUNESMITH_HOME": str(root / "home"),
-        "TUNESMITH_DATABASE_URL": postgres.url,
-        "TUNESMITH_BROKER_URL": redis.url,
-        "PYTHONUNBUFFERED": "1",
-    }
-    run_cli(["migrate"], env)
+    postgres, redis, env = start_backing_servers(root, FAST_RECOVERY)
     run_cli(["tiny-model"], env)
     api, url = start_api(env, root / "api.log")
     worker = start_worker(env, root / "worker-w1.log")

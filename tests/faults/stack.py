@@ -1,6 +1,5 @@
 """A stack of real parts that a fault test may break: kill, stop and restart at will."""
 
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -9,7 +8,14 @@ from pathlib import Path
 import httpx
 
 from tests.utils.jobs import Project
-from tests.utils.servers import Postgres, Redis, Service, run_cli, start_api, start_worker
+from tests.utils.servers import (
+    Postgres,
+    Redis,
+    Service,
+    start_api,
+    start_backing_servers,
+    start_worker,
+)
 
 # Fast fault detection, as in tests/conftest.py: a lost worker is noticed in ~10 s.
 FAST_RECOVERY = {
@@ -59,18 +65,7 @@ class FaultStack:
 
 def build_stack(root: Path, extra_env: dict[str, str], *, tiny_model: Path) -> FaultStack:
     """PostgreSQL, Redis (no persistence), migrations, the tiny model and the API; no worker."""
-    postgres = Postgres(root / "pg")
-    postgres.init()
-    redis = Redis(root / "redis")
-    redis.start()
-    env = {
-        **os.environ, **FAST_RECOVERY, **extra_env,
-        "TUNESMITH_HOME": str(root / "home"),
-        "TUNESMITH_DATABASE_URL": postgres.url,
-        "TUNESMITH_BROKER_URL": redis.url,
-        "PYTHONUNBUFFERED": "1",
-    }
-    run_cli(["migrate"], env)
+    postgres, redis, env = start_backing_servers(root, {**FAST_RECOVERY, **extra_env})
     shutil.copytree(tiny_model, root / "home" / "models" / "tiny-llama")
     api, url = start_api(env, root / "api.log")
     return FaultStack(root, env, postgres, redis, api, url)

@@ -155,3 +155,22 @@ def run_cli(args: list[str], env: dict[str, str]) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"tunesmith {' '.join(args)} failed:\n{result.stderr[-3000:]}")
     return result.stdout.strip()
+
+
+def start_backing_servers(root: Path, settings: dict[str, str]) -> tuple[Postgres, Redis,
+                                                                          dict[str, str]]:
+    """A fresh PostgreSQL and Redis under `root`, migrated, and the environment that points
+    `tunesmith` processes at them (`settings` are further TUNESMITH_* values)."""
+    postgres = Postgres(root / "pg")
+    postgres.init()
+    redis = Redis(root / "redis")
+    redis.start()
+    env = {
+        **os.environ, **settings,
+        "TUNESMITH_HOME": str(root / "home"),
+        "TUNESMITH_DATABASE_URL": postgres.url,
+        "TUNESMITH_BROKER_URL": redis.url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    run_cli(["migrate"], env)
+    return postgres, redis, env
