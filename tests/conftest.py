@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tests.utils.jobs import Project
 from tests.utils.servers import (
+    FAST_RECOVERY,
     Postgres,
     Redis,
     Service,
@@ -27,16 +28,6 @@ from tests.utils.servers import (
     start_backing_servers,
     start_worker,
 )
-
-# Fast fault detection for tests; the defaults suit hour-long jobs.
-FAST_RECOVERY = {
-    "TUNESMITH_HEARTBEAT_SECONDS": "1",
-    "TUNESMITH_LEASE_SECONDS": "10",
-    "TUNESMITH_REAPER_INTERVAL_SECONDS": "1",
-    "TUNESMITH_REDISPATCH_AFTER_SECONDS": "15",
-    "TUNESMITH_CANCEL_GRACE_SECONDS": "5",
-    "TUNESMITH_ALLOW_HUB_DOWNLOADS": "false",
-}
 
 
 @dataclass

@@ -9,6 +9,7 @@ import httpx
 
 from tests.utils.jobs import Project
 from tests.utils.servers import (
+    FAST_RECOVERY,
     Postgres,
     Redis,
     Service,
@@ -16,16 +17,6 @@ from tests.utils.servers import (
     start_backing_servers,
     start_worker,
 )
-
-# Fast fault detection, as in tests/conftest.py: a lost worker is noticed in ~10 s.
-FAST_RECOVERY = {
-    "TUNESMITH_HEARTBEAT_SECONDS": "1",
-    "TUNESMITH_LEASE_SECONDS": "10",
-    "TUNESMITH_REAPER_INTERVAL_SECONDS": "1",
-    "TUNESMITH_REDISPATCH_AFTER_SECONDS": "15",
-    "TUNESMITH_CANCEL_GRACE_SECONDS": "5",
-    "TUNESMITH_ALLOW_HUB_DOWNLOADS": "false",
-}
 
 
 @dataclass

@@ -11,6 +11,16 @@ from pathlib import Path
 
 import httpx
 
+# Fast fault detection for tests; the defaults suit hour-long jobs.
+FAST_RECOVERY = {
+    "TUNESMITH_HEARTBEAT_SECONDS": "1",
+    "TUNESMITH_LEASE_SECONDS": "10",
+    "TUNESMITH_REAPER_INTERVAL_SECONDS": "1",
+    "TUNESMITH_REDISPATCH_AFTER_SECONDS": "15",
+    "TUNESMITH_CANCEL_GRACE_SECONDS": "5",
+    "TUNESMITH_ALLOW_HUB_DOWNLOADS": "false",
+}
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 REPO = Path(__file__).resolve().parents[2]
 
