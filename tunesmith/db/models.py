@@ -49,6 +49,9 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         sa.Index("ix_jobs_project_id_id", "project_id", "id"),
+        # The count of a project's queued jobs (checked on every create) and `list ?status=`
+        # read this range alone, whatever other projects hold.
+        sa.Index("ix_jobs_project_id_status_id", "project_id", "status", "id"),
         sa.Index("ix_jobs_status_lease", "status", "lease_expires_at"),
     )
 
