@@ -83,11 +83,17 @@ def _parse_spec(raw: bytes) -> JobSpec:
 
 def _locate(error: Any) -> Any:
     """The error under the body, and a spec-wide check's error under the field it names first
-    ("training_file is required" -> training_file), so `param` says what to fix."""
+    ("training_file is required" -> training_file, "method.supervised.padding_free cannot"
+    -> method.supervised.padding_free), so `param` says what to fix."""
     message = str(error.get("msg", "")).removeprefix("Value error, ")
     loc = tuple(error["loc"])
-    if not loc and message.split(" ", 1)[0] in JobSpec.model_fields:
-        loc = (message.split(" ", 1)[0],)
+    named = message.split(" ", 1)[0].split(".")
+    if not loc and named[0] in JobSpec.model_fields:
+        if named[0] == "method" and len(named) > 2:
+            # pydantic's own locations carry the union's tag, the method type, twice:
+            # method.supervised.supervised.x; errors.py drops the tag again.
+            named.insert(1, named[1])
+        loc = tuple(named)
     return {**error, "msg": message, "loc": ("body", *loc)}
 
 

@@ -127,6 +127,9 @@ JOB_CASES = [
     JobCase("suffix-with-slashes", {"suffix": "../../x"}, (400, 422), "suffix"),
     JobCase("negative-seed", {"seed": -1}, (400, 422), "seed"),
     JobCase("negative-gpus", {"resources": {"gpus": -1}}, (400, 422), "resources.gpus"),
+    JobCase("padding-free-prompt-tuning", {"method": {"type": "supervised", "supervised": {
+        "padding_free": True}}, "tuning": {"type": "prompt"}}, (400, 422),
+            "method.supervised.padding_free", ("prompt", "virtual tokens")),
 ]
 
 

@@ -16,7 +16,7 @@ from tunesmith.spec.objectives import (
     RLHFMethod,
     SupervisedMethod,
 )
-from tunesmith.spec.tunings import LoraTuning, Tuning
+from tunesmith.spec.tunings import PROMPT_LEARNING, LoraTuning, Tuning
 
 
 class Resources(BaseModel):
@@ -75,6 +75,14 @@ class JobSpec(BaseModel):
             raise ValueError(
                 f"tuning '{self.tuning.type}' does not work with method '{self.method.type}'; "
                 f"use one of {sorted(supported)}"
+            )
+        if (isinstance(self.method, SupervisedMethod)
+                and self.method.supervised.padding_free is True
+                and self.tuning.type in PROMPT_LEARNING):
+            raise ValueError(
+                "method.supervised.padding_free cannot be true with tuning "
+                f"'{self.tuning.type}', which puts virtual tokens in front of every row of a "
+                "batch; leave it auto"
             )
         if self.training_file is None and not isinstance(self.method, MultitaskMethod):
             raise ValueError("training_file is required")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tunesmith.spec.data_formats import RowFormat
 from tunesmith.spec.hyperparameters import Auto, Hyperparameters
+from tunesmith.spec.tunings import PROMPT_LEARNING
 
 
 class _Config(BaseModel):
@@ -20,6 +21,13 @@ class SupervisedConfig(_Config):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     completion_only_loss: bool = Field(
         True, description="Train on completions (assistant turns) only, not on prompts."
+    )
+    padding_free: bool | Auto = Field(
+        "auto",
+        description="Join each batch's rows into one sequence instead of padding them to the "
+        "longest: the same loss, no compute spent on pad tokens. Auto: on where the job's "
+        "own row lengths make it cheaper (short or mixed rows) and the tuning keeps the "
+        "token sequence (full, lora, qlora, adapter); never for prompt-learning tunings.",
     )
 
 
@@ -204,10 +212,8 @@ METHOD_CLASSES: tuple[type[_Config], ...] = (
     GRPOMethod,
 )
 
-ALL_TUNINGS = frozenset(
-    {"full", "lora", "qlora", "adapter", "prefix", "p_tuning_v2", "p_tuning", "prompt"}
-)
 WEIGHT_TUNINGS = frozenset({"full", "lora", "qlora"})
+ALL_TUNINGS = WEIGHT_TUNINGS | {"adapter"} | PROMPT_LEARNING
 
 # What each objective reads from its training file, and which tunings it works with.
 TRAINING_FORMATS: dict[str, frozenset[RowFormat]] = {

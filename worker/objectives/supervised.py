@@ -4,7 +4,9 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from tunesmith.spec.objectives import SupervisedMethod
+from worker.batching import ModelShape, choose_layout, padding_free_collator
 from worker.context import JobContext
+from worker.length_check import report_truncation, row_lengths
 from worker.modeling import count_parameters, load_model, load_tokenizer
 from worker.registry import register_objective
 from worker.saving import save_result
@@ -33,6 +35,16 @@ def run(ctx: JobContext) -> None:
     ctx.event(f"Model {ctx.spec.model}: {trainable:,} of {total:,} parameters train",
               data={"trainable_parameters": trainable, "total_parameters": total})
 
+    lengths = row_lengths(tokenizer, rows)
+    report_truncation(ctx, lengths, job.hp.max_seq_length)
+    layout = choose_layout(
+        config.padding_free, tuning=ctx.spec.tuning.type,
+        lengths=[min(n, job.hp.max_seq_length) for n in lengths],
+        batch_size=max(1, job.hp.batch_size // ctx.world_size),
+        shape=ModelShape.of(model, parameters=total, trainable=trainable), seed=ctx.seed)
+    ctx.event(f"Batches: {'padding-free' if layout.padding_free else 'padded'} "
+              f"({layout.reason})", data={"batches": layout.as_event()})
+
     args = trainer_arguments(
         ctx, job.hp, SFTConfig, max_length=job.hp.max_seq_length,
         **sft_loss_options(rows, tokenizer, completion_only=config.completion_only_loss),
@@ -40,6 +52,8 @@ def run(ctx: JobContext) -> None:
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-                         processing_class=tokenizer)
+                         processing_class=tokenizer,
+                         data_collator=(padding_free_collator(tokenizer)
+                                        if layout.padding_free else None))
     if run_trainer(ctx, trainer):
         save_result(ctx, job.plan, model, tokenizer)
