@@ -26,12 +26,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import api_load, overhead
+from bench import api_load, overhead, sft_speed
 from bench import queue as queue_bench
 from bench.report import Figure, machine, markdown, write
 from bench.stack import Stack, running_stack
 
-BENCHES = ("overhead", "queue", "api_load", "gpu_tunings")
+BENCHES = ("overhead", "queue", "api_load", "sft_speed", "gpu_tunings")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -66,6 +66,21 @@ def _failed(bench: str, exc: BaseException) -> tuple[list[Figure], dict[str, Any
             {"error": traceback.format_exc()})
 
 
+def _measure(bench: str, call: Callable[[], tuple[list[Figure], dict[str, Any]]]
+             ) -> tuple[list[Figure], dict[str, Any]]:
+    """Run one benchmark, timed; a broken one is a line in the table, not a lost run."""
+    print(f"== {bench}", flush=True)
+    t0 = time.monotonic()
+    try:
+        found, detail = call()
+    except Exception as exc:
+        traceback.print_exc()
+        found, detail = _failed(bench, exc)
+    detail["duration_s"] = round(time.monotonic() - t0, 1)
+    print(markdown(found), flush=True)
+    return found, detail
+
+
 def gpu_figures(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
     """Run bench/gpu_tunings.py where CUDA is; otherwise say so in the table."""
     from bench import gpu_tunings
@@ -97,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         "overhead": overhead.settings_from(args),
         "queue": queue_bench.settings_from(args),
         "api_load": api_load.settings_from(args),
+        "sft_speed": sft_speed.settings_from(args),
     }
     info["settings"] = ("quick" if args.quick else "full") + (
         f", OMP_NUM_THREADS={args.torch_threads}" if args.torch_threads else "")
@@ -112,17 +128,12 @@ def main(argv: list[str] | None = None) -> None:
     if stack_benches:
         with running_stack(keep=args.keep, extra_env=extra_env) as stack:
             for bench in stack_benches:
-                print(f"== {bench}", flush=True)
-                t0 = time.monotonic()
-                try:
-                    found, detail = runners[bench](stack)
-                except Exception as exc:  # one broken benchmark must not lose the others
-                    traceback.print_exc()
-                    found, detail = _failed(bench, exc)
-                detail["duration_s"] = round(time.monotonic() - t0, 1)
+                found, details[bench] = _measure(bench, lambda b=bench: runners[b](stack))
                 figures += found
-                details[bench] = detail
-                print(markdown(found), flush=True)
+    if "sft_speed" in only:  # bare trl in processes of its own: no stack
+        found, details["sft_speed"] = _measure(
+            "sft_speed", lambda: sft_speed.run(settings["sft_speed"]))
+        figures += found
     if "gpu_tunings" in only:
         try:
             found, detail = gpu_figures(args)
