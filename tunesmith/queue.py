@@ -1,6 +1,8 @@
 """The Celery app as the API sees it: it sends tasks by name and never imports the worker."""
 
+import re
 import time
+from collections.abc import Iterable
 from functools import cache
 
 from celery import Celery
@@ -40,3 +42,27 @@ def dispatch_job(job_id: str, *, queue: str | None = None) -> float:
 def queue_for(gpu_class: str | None) -> str:
     """Jobs that ask for a GPU class go to that class's queue (`gpu.h100`), others to `gpu`."""
     return f"{settings.queue}.{gpu_class}" if gpu_class else settings.queue
+
+
+JOB_ID = re.compile(r"ftjob-[0-9a-f]{24}")
+
+
+def jobs_waiting_in(queues: Iterable[str]) -> set[str] | None:
+    """Ids of the jobs whose messages wait in `queues`, not yet delivered to a worker; None
+    where the broker cannot be read that way (the embedded SQLAlchemy transport).
+
+    Delivered, unacknowledged messages (kombu's `unacked` hash) do not count: a live worker
+    claims its message within moments, so a queued job whose message was delivered long ago
+    was delivered to a worker that died, and needs sending again. A message's headers carry
+    its arguments as text (`argsrepr`), so job ids are found by pattern, bodies undecoded."""
+    if not settings.celery_broker_url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    client = redis.Redis.from_url(settings.celery_broker_url, socket_timeout=5)
+    try:
+        raw = [m for queue in queues for m in client.lrange(queue, 0, -1)]
+    finally:
+        client.close()
+    return {job_id for message in raw
+            for job_id in JOB_ID.findall(message.decode("utf-8", "replace"))}

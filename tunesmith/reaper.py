@@ -3,7 +3,9 @@
 - A running job whose lease ran out lost its worker: requeue it (it resumes from its last
   checkpoint) or, past its attempts, fail it with `worker_lost`.
 - A queued job whose message was never sent or was lost (a broker restarted without
-  persistence) is sent again. A duplicate message is harmless: claims are atomic.
+  persistence) is sent again. A job that simply waits its turn keeps its one message: the
+  broker is read first, and a message still there is left alone. (A duplicate would be
+  harmless, since claims are atomic, but a long queue would pile them up.)
 """
 
 import logging
@@ -15,7 +17,7 @@ import sqlalchemy as sa
 from tunesmith.db.models import Job
 from tunesmith.db.session import session_scope
 from tunesmith.jobs.states import JobStatus, change_status
-from tunesmith.queue import dispatch_job, queue_for
+from tunesmith.queue import dispatch_job, jobs_waiting_in, queue_for
 from tunesmith.settings import settings
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,18 @@ def reap_expired_leases(now: float | None = None) -> list[str]:
     return requeued
 
 
+def _waiting_in_broker(queues: set[str]) -> set[str]:
+    try:
+        return jobs_waiting_in(queues) or set()
+    except Exception:  # unreadable now: send again, a duplicate costs one dropped claim
+        log.warning("could not read the broker's queues; stale jobs are sent again",
+                    exc_info=True)
+        return set()
+
+
 def redispatch_queued(now: float | None = None) -> list[str]:
-    """Send again the queued jobs never sent, or sent long ago and still unclaimed."""
+    """Send again the queued jobs never sent, or sent long ago, unclaimed, and whose
+    message is no longer in the broker."""
     now = time.time() if now is None else now
     cutoff = now - settings.redispatch_after_seconds
     sent: list[str] = []
@@ -62,10 +74,17 @@ def redispatch_queued(now: float | None = None) -> list[str]:
         stale = session.scalars(sa.select(Job).where(
             Job.status == JobStatus.queued.value,
             sa.or_(Job.dispatched_at.is_(None), Job.dispatched_at < cutoff))).all()
+        queue_of = {job.id: queue_for((job.spec.get("resources") or {}).get("gpu_class"))
+                    for job in stale}
+        waiting = (_waiting_in_broker(set(queue_of.values()))
+                   if any(job.dispatched_at is not None for job in stale) else set())
         for job in stale:
-            gpu_class = (job.spec.get("resources") or {}).get("gpu_class")
+            if job.dispatched_at is not None and job.id in waiting:
+                # Still in line: look again one period from now.
+                job.dispatched_at = now
+                continue
             try:
-                job.dispatched_at = dispatch_job(job.id, queue=queue_for(gpu_class))
+                job.dispatched_at = dispatch_job(job.id, queue=queue_of[job.id])
             except Exception:
                 log.warning("broker unreachable; job %s stays queued for the next round", job.id)
                 break

@@ -1,10 +1,11 @@
 """Two workers drain twenty queued jobs: each job runs exactly once, and both workers work.
 
-The reconciler re-sends jobs left queued past TUNESMITH_REDISPATCH_AFTER_SECONDS, so most
-jobs here get duplicate messages while they wait; the atomic claim must turn every
-duplicate into a no-op.
+The reconciler looks at jobs left queued past TUNESMITH_REDISPATCH_AFTER_SECONDS (3 s
+here, so every job but the first few is looked at while it waits): it finds their
+messages still waiting in Redis and sends none again, so each job is delivered once.
 """
 
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.utils.learning import bundled_instructions
 pytestmark = pytest.mark.timeout(1200)
 
 STACK_WORKERS = ("alpha", "beta")
+STACK_ENV = {"TUNESMITH_REDISPATCH_AFTER_SECONDS": "3"}
 JOBS = 20
 # As cheap as a real job gets: two steps on four rows, one checkpoint; the cost is the
 # training child's imports.
@@ -75,3 +77,15 @@ def test_both_workers_took_jobs(fault_stack: FaultStack, drained: dict[str, Any]
     print(f"\njobs per worker: {dict(by_worker)}")
     assert set(by_worker) == set(STACK_WORKERS), by_worker
     assert sum(by_worker.values()) == JOBS
+
+
+def test_waiting_jobs_keep_their_one_message(fault_stack: FaultStack,
+                                             drained: dict[str, Any]) -> None:
+    waits = [claims(drained["events"][job["id"]])[0]["created_at"] - job["created_at"]
+             for job in drained["jobs"]]
+    # The reconciler (every second) had many chances to send waiting jobs again.
+    assert max(waits) >= 3 * 3, waits
+    logs = "".join(fault_stack.worker_log(name) for name in STACK_WORKERS)
+    received = re.findall(r"Task tunesmith\.run_job\[[^\]]+\] received", logs)
+    assert len(received) == JOBS, f"{len(received)} deliveries for {JOBS} jobs"
+    assert "message dropped" not in logs

@@ -79,6 +79,8 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(sa.Integer)
     worker_id: Mapped[str | None] = mapped_column(sa.String(255))
     lease_expires_at: Mapped[float | None] = mapped_column(sa.Float)
+    # When the job's message was last sent, or last found still waiting in the broker: the
+    # reconciler's clock for queued jobs.
     dispatched_at: Mapped[float | None] = mapped_column(sa.Float)
     created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
     started_at: Mapped[int | None] = mapped_column(sa.BigInteger)
