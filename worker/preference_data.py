@@ -16,6 +16,13 @@ def preference_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
             for r in rows]
 
 
+def job_pairs(ctx: JobContext) -> tuple[list[dict[str, str]], list[dict[str, str]] | None]:
+    """The job's training pairs, and its validation pairs if it names a validation file."""
+    validation = (preference_rows(ctx.rows(ctx.spec.validation_file))
+                  if ctx.spec.validation_file else None)
+    return preference_rows(ctx.rows(ctx.spec.training_file)), validation
+
+
 def check_pairs_fit(ctx: JobContext, kept: int, given: int, *, max_seq_length: int,
                     reason: str, field: str = "training_file") -> None:
     """Fail the job if the trainer dropped every pair as too long; report it if it dropped

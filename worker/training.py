@@ -52,9 +52,13 @@ def setup(ctx: JobContext, hp: Hyperparameters, *, rows: int, model_max_length: 
     return Setup(plan, resolved)
 
 
-def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, **extra: Any) -> Any:
+def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
+                      evaluate: bool = False, **extra: Any) -> Any:
     """A trl/transformers config with our conventions: one folder per job, checkpoints that
-    resume (optimizer, scheduler and RNG included), no external reporting."""
+    resume (optimizer, scheduler and RNG included), no external reporting; with `evaluate`
+    (the job has a validation file), an evaluation at every checkpoint."""
+    if evaluate:
+        extra = {"eval_strategy": "steps", "eval_steps": hp.save_steps, **extra}
     return config_cls(
         output_dir=str(ctx.checkpoints_dir),
         num_train_epochs=hp.n_epochs, max_steps=hp.max_steps,

@@ -16,7 +16,7 @@ from trl import DPOConfig, DPOTrainer
 from tunesmith.spec.objectives import DPOMethod
 from worker.context import JobContext
 from worker.modeling import count_parameters, load_model, load_tokenizer
-from worker.preference_data import check_pairs_fit, preference_rows
+from worker.preference_data import check_pairs_fit, job_pairs
 from worker.registry import register_objective
 from worker.saving import save_result
 from worker.training import run_trainer, setup, trainer_arguments
@@ -32,9 +32,7 @@ def run(ctx: JobContext) -> None:
     config = method.dpo
 
     tokenizer = load_tokenizer(ctx)
-    rows = preference_rows(ctx.rows(ctx.spec.training_file))
-    eval_rows = (preference_rows(ctx.rows(ctx.spec.validation_file))
-                 if ctx.spec.validation_file else None)
+    rows, eval_rows = job_pairs(ctx)
 
     job = setup(ctx, config.hyperparameters, rows=len(rows),
                 model_max_length=tokenizer.model_max_length)
@@ -57,7 +55,7 @@ def run(ctx: JobContext) -> None:
 
     args = trainer_arguments(
         ctx, job.hp, DPOConfig, max_length=job.hp.max_seq_length, beta=beta,
-        **({"eval_strategy": "steps", "eval_steps": job.hp.save_steps} if eval_rows else {}),
+        evaluate=bool(eval_rows),
     )
     trainer = DPOTrainer(model=model, ref_model=reference, args=args,
                          train_dataset=Dataset.from_list(rows),

@@ -83,7 +83,7 @@ def run(ctx: JobContext) -> None:
         ctx, replace(job.hp, batch_size=completions), GRPOConfig,
         num_generations=hp.num_generations, max_completion_length=hp.max_completion_length,
         beta=hp.beta, temperature=hp.temperature, per_device_eval_batch_size=completions,
-        **({"eval_strategy": "steps", "eval_steps": job.hp.save_steps} if eval_rows else {}),
+        evaluate=bool(eval_rows),
     )
     trainer = GRPOTrainer(model=model, reward_funcs=[REWARD_FUNCTIONS[config.reward.type]],
                           args=args, train_dataset=Dataset.from_list(rows),

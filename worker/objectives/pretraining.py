@@ -73,7 +73,7 @@ def run(ctx: JobContext) -> None:
         packing=config.packing, packing_strategy="wrapped",
         # Language modelling: no completion or assistant mask, the loss is on every token.
         completion_only_loss=False, assistant_only_loss=False,
-        **({"eval_strategy": "steps", "eval_steps": job.hp.save_steps} if eval_rows else {}),
+        evaluate=bool(eval_rows),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,

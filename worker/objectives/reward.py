@@ -26,7 +26,7 @@ from trl import RewardConfig, RewardTrainer
 from tunesmith.spec.objectives import RewardMethod
 from worker.context import JobContext
 from worker.modeling import count_parameters, load_model, load_tokenizer, torch_dtype
-from worker.preference_data import check_pairs_fit, preference_rows
+from worker.preference_data import check_pairs_fit, job_pairs
 from worker.registry import TuningPlan, register_objective, tuning
 from worker.saving import save_result
 from worker.training import run_trainer, setup, trainer_arguments
@@ -41,9 +41,7 @@ def run(ctx: JobContext) -> None:
     config = method.reward
 
     tokenizer = load_tokenizer(ctx)
-    rows = preference_rows(ctx.rows(ctx.spec.training_file))
-    eval_rows = (preference_rows(ctx.rows(ctx.spec.validation_file))
-                 if ctx.spec.validation_file else None)
+    rows, eval_rows = job_pairs(ctx)
 
     job = setup(ctx, config.hyperparameters, rows=len(rows),
                 model_max_length=tokenizer.model_max_length)
@@ -57,7 +55,7 @@ def run(ctx: JobContext) -> None:
 
     args = trainer_arguments(
         ctx, job.hp, RewardConfig, max_length=job.hp.max_seq_length,
-        **({"eval_strategy": "steps", "eval_steps": job.hp.save_steps} if eval_rows else {}),
+        evaluate=bool(eval_rows),
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,

@@ -48,7 +48,7 @@ def run(ctx: JobContext) -> None:
     args = trainer_arguments(
         ctx, job.hp, SFTConfig, max_length=job.hp.max_seq_length,
         **sft_loss_options(rows, tokenizer, completion_only=config.completion_only_loss),
-        **({"eval_strategy": "steps", "eval_steps": job.hp.save_steps} if eval_rows else {}),
+        evaluate=bool(eval_rows),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
