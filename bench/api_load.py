@@ -37,12 +37,11 @@ class LoadSettings:
     scale_jobs: int = 100_000
     scale_events: int = 1_000_000
     samples: int = 50  # sequential requests per query and size
-    slow_samples: int = 1  # for a query that walks the whole project
     cell_budget_s: float = 60.0  # per route and concurrency
 
 
 QUICK = LoadSettings(concurrency=(1, 8), requests=60, small_jobs=200, small_events=2_000,
-                     scale_jobs=5_000, scale_events=50_000, samples=10, slow_samples=1)
+                     scale_jobs=5_000, scale_events=50_000, samples=10)
 
 
 def settings_from(args: Any) -> LoadSettings:

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from api import idempotency
@@ -168,10 +169,13 @@ def read_jobs(
         query = query.where(Job.id < after)
     metadata = {k[len("metadata["):-1]: v for k, v in request.query_params.items()
                 if k.startswith("metadata[") and k.endswith("]")}
-    for key, value in metadata.items():
-        # JSON path comparison in SQL (->> on PostgreSQL, json_extract on SQLite), so a
-        # rare match costs one query, not a scan of every page in Python.
-        query = query.where(Job.metadata_[key].as_string() == value)
+    if metadata and session.get_bind().dialect.name == "postgresql":
+        # jsonb containment (@>), which the GIN index ix_jobs_metadata serves: a rare label
+        # is found without walking the project's jobs.
+        query = query.where(sa.type_coerce(Job.metadata_, JSONB).contains(metadata))
+    else:
+        for key, value in metadata.items():  # SQLite: json_extract per key
+            query = query.where(Job.metadata_[key].as_string() == value)
     found = session.scalars(query.order_by(Job.id.desc()).limit(limit + 1)).all()
     rows, has_more = list(found[:limit]), len(found) > limit
     return list_object([job_object(j) for j in rows], has_more=has_more)
