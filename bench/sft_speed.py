@@ -391,7 +391,7 @@ def figures(summary: dict[str, Any]) -> tuple[list[Figure], dict[str, Any]]:
                 out.append(Figure(
                     BENCH, f"{key}: {variant} loss, mean of last 5 steps",
                     _final_mean(v["losses"]), "", "baseline", _final_mean(base["losses"]),
-                    f"max |Δloss| per step {spread:.2g}" if spread is not None
+                    f"largest per-step Δloss {spread:.2g}" if spread is not None
                     else "loss curves differ in length"))
             picked = "padding_free" if layout["padding_free"] else "baseline"
             service = summary[f"{key}/{picked}"]
