@@ -71,7 +71,7 @@ def main() -> None:
         gradient_accumulation_steps=hp["gradient_accumulation_steps"],
         learning_rate=hp["learning_rate"], weight_decay=hp["weight_decay"],
         lr_scheduler_type=hp["lr_scheduler"], warmup_steps=hp["warmup_ratio"],
-        bf16=False, fp16=False, gradient_checkpointing=hp["gradient_checkpointing"],
+        bf16=False, fp16=False, activation_checkpointing=hp["gradient_checkpointing"],
         use_cpu=True, logging_steps=hp["logging_steps"], logging_first_step=True,
         save_strategy="steps", save_steps=hp["save_steps"], save_total_limit=2,
         seed=seed, data_seed=seed, report_to="none", disable_tqdm=True,

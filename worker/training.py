@@ -71,7 +71,8 @@ def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
         warmup_steps=hp.warmup_ratio,
         # trl defaults to bf16 and gradient checkpointing; both must follow the device.
         bf16=hp.precision == "bf16", fp16=hp.precision == "fp16",
-        gradient_checkpointing=hp.gradient_checkpointing,
+        # transformers 5 renamed gradient_checkpointing (the old name goes in v6).
+        activation_checkpointing=hp.gradient_checkpointing,
         use_cpu=ctx.device == "cpu",
         logging_steps=hp.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=hp.save_steps, save_total_limit=2,
