@@ -53,6 +53,7 @@ def job_object(job: Job) -> dict[str, Any]:
         "tuning": job.spec.get("tuning"), "resources": job.spec.get("resources"),
         "resolved_hyperparameters": job.hyperparameters or {}, "progress": progress,
         "last_metrics": job.last_metrics or {}, "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
         "started_at": job.started_at, "done": JobStatus(job.status) in TERMINAL,
     }
 

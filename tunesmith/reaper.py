@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from tunesmith.db.models import Job
 from tunesmith.db.session import session_scope
-from tunesmith.jobs.states import JobStatus, change_status
+from tunesmith.jobs.states import HELD, JobStatus, change_status
 from tunesmith.queue import dispatch_job, jobs_waiting_in, queue_for
 from tunesmith.settings import settings
 
@@ -29,13 +29,18 @@ def reap_expired_leases(now: float | None = None) -> list[str]:
     requeued: list[str] = []
     with session_scope() as session:
         expired = session.scalars(sa.select(Job).where(
-            Job.status.in_([JobStatus.running.value, JobStatus.cancelling.value]),
+            Job.status.in_([status.value for status in HELD]),
             Job.lease_expires_at < now)).all()
         for job in expired:
             lost = f"Worker {job.worker_id} stopped answering (lease expired)"
             if job.status == JobStatus.cancelling:
                 change_status(session, job.id, JobStatus.cancelled, f"{lost}; job cancelled",
                               expect={JobStatus.cancelling})
+            elif job.status == JobStatus.pausing:
+                change_status(session, job.id, JobStatus.paused,
+                              f"{lost}; job paused at its last checkpoint",
+                              expect={JobStatus.pausing}, worker_id=None,
+                              lease_expires_at=None, max_attempts=Job.max_attempts + 1)
             elif job.attempt >= job.max_attempts:
                 change_status(
                     session, job.id, JobStatus.failed,

@@ -158,6 +158,9 @@ def _watch(job_id: str, child: TrainingProcess, *,
         if status == JobStatus.cancelling or status is None:
             ending = JobStatus.cancelled
             _stop_child(child)
+        elif status == JobStatus.pausing:
+            ending = JobStatus.paused
+            _stop_child(child)
         elif now - started > settings.job_time_limit_seconds:
             ending = JobStatus.failed
             _stop_child(child)
@@ -170,6 +173,14 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
         job = session.get(Job, job_id)
         if job is None:
             return "gone"
+        if ending == JobStatus.paused and code != 0:
+            # The attempt the pause ended was no failure: it does not count against the job.
+            if change_status(session, job_id, JobStatus.paused,
+                             "Job paused; resume continues from the last checkpoint",
+                             expect={JobStatus.pausing}, owner=worker_id, worker_id=None,
+                             lease_expires_at=None, max_attempts=Job.max_attempts + 1):
+                return JobStatus.paused
+            ending = JobStatus.cancelled  # a cancel came while it was pausing
         if ending == JobStatus.cancelled:
             done = change_status(session, job_id, JobStatus.cancelled,
                                  "Job cancelled; training stopped",

@@ -145,14 +145,20 @@ def create_job(
     idempotency.remember(session, project_id=project.id, route="jobs", key=idempotency_key,
                          body_hash=body_hash, status_code=200, body=body)
     session.commit()
-    # After the commit, so a worker never receives an id it cannot read. If the broker is
-    # down the job stays queued with no dispatch time, and the reconciler sends it later.
+    _send(session, job)
+    return body
+
+
+def _send(session: Session, job: Job) -> None:
+    """Send a committed queued job to its queue (after the commit, so a worker never receives
+    an id it cannot read). If the broker is down the job stays queued with no dispatch time,
+    and the reconciler sends it later."""
+    gpu_class = (job.spec.get("resources") or {}).get("gpu_class")
     try:
-        job.dispatched_at = dispatch_job(job.id, queue=queue_for(spec.resources.gpu_class))
+        job.dispatched_at = dispatch_job(job.id, queue=queue_for(gpu_class))
         session.commit()
     except Exception:
         log.exception("could not send job %s to the broker; the reconciler will retry", job.id)
-    return body
 
 
 @router.get("")
@@ -198,15 +204,56 @@ def cancel_job(session: SessionDep, project: CurrentProject, job_id: str) -> dic
         return job_object(job)
     # Not yet started: cancelled at once. Running: the worker stops the child and
     # records `cancelled` when it is gone.
-    done = change_status(session, job.id, JobStatus.cancelled, "Job cancelled before it started",
-                         expect={JobStatus.queued, JobStatus.validating_files})
+    done = change_status(session, job.id, JobStatus.cancelled,
+                         "Job cancelled while paused" if job.status == JobStatus.paused
+                         else "Job cancelled before it started",
+                         expect={JobStatus.queued, JobStatus.validating_files,
+                                 JobStatus.paused})
     if not done:
         done = change_status(session, job.id, JobStatus.cancelling,
                              "Cancel requested; stopping the training",
-                             expect={JobStatus.running})
+                             expect={JobStatus.running, JobStatus.pausing})
     session.commit()
     session.refresh(job)
     if not done and JobStatus(job.status) in TERMINAL:
         raise Conflict(f"Job '{job_id}' is already {job.status}; nothing to cancel.",
                        param="job_id", code="job_not_cancellable")
+    return job_object(job)
+
+
+@router.post("/{job_id}/pause", responses=error_responses(404, 409))
+def pause_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
+    """Pause: a queued job at once; a running one saves a checkpoint and frees its worker
+    within seconds. `resume` continues from that checkpoint."""
+    job = get_job(session, project, job_id)
+    if job.status in (JobStatus.pausing, JobStatus.paused):
+        return job_object(job)
+    done = change_status(session, job.id, JobStatus.paused, "Job paused before it started",
+                         expect={JobStatus.queued, JobStatus.validating_files})
+    if not done:
+        done = change_status(session, job.id, JobStatus.pausing,
+                             "Pause requested; saving a checkpoint and stopping the training",
+                             expect={JobStatus.running})
+    session.commit()
+    session.refresh(job)
+    if not done and job.status not in (JobStatus.pausing, JobStatus.paused):
+        raise Conflict(f"Job '{job_id}' is {job.status}; only a queued or running job can be "
+                       "paused.", param="job_id", code="job_not_pausable")
+    return job_object(job)
+
+
+@router.post("/{job_id}/resume", responses=error_responses(404, 409))
+def resume_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
+    """Resume a paused job: it is queued again and continues from its last checkpoint."""
+    job = get_job(session, project, job_id)
+    if not change_status(session, job.id, JobStatus.queued,
+                         "Job resumed; queued to continue from its last checkpoint",
+                         expect={JobStatus.paused}, dispatched_at=None):
+        hint = " wait until it is paused" if job.status == JobStatus.pausing else ""
+        raise Conflict(f"Job '{job_id}' is {job.status}; only a paused job can be resumed"
+                       f"{';' + hint if hint else '.'}", param="job_id",
+                       code="job_not_resumable")
+    session.commit()
+    session.refresh(job)
+    _send(session, job)
     return job_object(job)

@@ -22,6 +22,10 @@ class JobStatus(StrEnum):
     queued = "queued"
     running = "running"
     cancelling = "cancelling"
+    # Pause: a running job saves a checkpoint and frees its worker (`pausing` until the
+    # training process is gone); `resume` queues it again to continue from that checkpoint.
+    pausing = "pausing"
+    paused = "paused"
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
@@ -31,15 +35,24 @@ TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled
 
 # Which states each state may be entered from.
 ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.queued: frozenset({JobStatus.validating_files, JobStatus.running}),
+    JobStatus.queued: frozenset({JobStatus.validating_files, JobStatus.running,
+                                 JobStatus.paused}),
     JobStatus.running: frozenset({JobStatus.queued}),
-    JobStatus.cancelling: frozenset({JobStatus.running}),
-    JobStatus.succeeded: frozenset({JobStatus.running, JobStatus.cancelling}),
+    JobStatus.cancelling: frozenset({JobStatus.running, JobStatus.pausing}),
+    JobStatus.pausing: frozenset({JobStatus.running}),
+    JobStatus.paused: frozenset({JobStatus.validating_files, JobStatus.queued,
+                                 JobStatus.pausing}),
+    # From pausing: the last step finished as the pause arrived.
+    JobStatus.succeeded: frozenset({JobStatus.running, JobStatus.cancelling,
+                                    JobStatus.pausing}),
     JobStatus.failed: frozenset({JobStatus.validating_files, JobStatus.queued, JobStatus.running,
-                                 JobStatus.cancelling}),
+                                 JobStatus.cancelling, JobStatus.pausing}),
     JobStatus.cancelled: frozenset({JobStatus.validating_files, JobStatus.queued,
-                                    JobStatus.running, JobStatus.cancelling}),
+                                    JobStatus.running, JobStatus.cancelling,
+                                    JobStatus.pausing, JobStatus.paused}),
 }
+# States in which a worker holds the job and renews its lease.
+HELD = frozenset({JobStatus.running, JobStatus.cancelling, JobStatus.pausing})
 
 
 def change_status(
@@ -95,7 +108,7 @@ def renew_lease(session: Session, job_id: str, *, worker_id: str, lease_seconds:
     result = session.execute(
         sa.update(Job)
         .where(Job.id == job_id, Job.worker_id == worker_id,
-               Job.status.in_([JobStatus.running.value, JobStatus.cancelling.value]))
+               Job.status.in_([status.value for status in HELD]))
         .values(lease_expires_at=time.time() + lease_seconds)
     )
     return result.rowcount == 1
