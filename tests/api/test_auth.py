@@ -46,6 +46,8 @@ ROUTES = [
     Route("GET", "/v1/fine_tuning/jobs"),
     Route("GET", "/v1/fine_tuning/jobs/{job_id}"),
     Route("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"),
+    Route("POST", "/v1/fine_tuning/jobs/{job_id}/pause"),
+    Route("POST", "/v1/fine_tuning/jobs/{job_id}/resume"),
     Route("GET", "/v1/fine_tuning/jobs/{job_id}/events"),
     Route("GET", "/v1/fine_tuning/jobs/{job_id}/events", params=(("stream", "true"),)),
     Route("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"),
@@ -186,7 +188,7 @@ def test_another_projects_ids_are_404_and_leak_nothing(stack, owner: Project,  #
         for key in ("file_id", "job_id"):
             expected = expected.replace(missing[key], ids[key])
         assert response.text == expected, route.label
-    # The refused delete and cancel changed nothing of the owner's.
+    # The refused delete, cancel, pause and resume changed nothing of the owner's.
     assert owner.http.get(f"/v1/files/{ids['file_id']}").json()["status"] == "processed"
     assert owner.job(ids["job_id"]) == owned["job"]
 
