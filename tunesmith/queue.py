@@ -45,16 +45,20 @@ def queue_for(gpu_class: str | None) -> str:
 
 
 JOB_ID = re.compile(r"ftjob-[0-9a-f]{24}")
+# Kombu's Redis transport: delivered, unacknowledged messages by delivery tag, and the time
+# each was delivered.
+UNACKED, UNACKED_INDEX = "unacked", "unacked_index"
 
 
-def jobs_waiting_in(queues: Iterable[str]) -> set[str] | None:
-    """Ids of the jobs whose messages wait in `queues`, not yet delivered to a worker; None
-    where the broker cannot be read that way (the embedded SQLAlchemy transport).
+def jobs_waiting_in(queues: Iterable[str], *, delivered_within: float) -> set[str] | None:
+    """Ids of the jobs whose messages wait in `queues`, or were delivered to a worker in the
+    last `delivered_within` seconds and not yet acknowledged (a live worker claims its
+    message within moments: such a job is in flight, not lost). None where the broker
+    cannot be read that way (the embedded SQLAlchemy transport).
 
-    Delivered, unacknowledged messages (kombu's `unacked` hash) do not count: a live worker
-    claims its message within moments, so a queued job whose message was delivered long ago
-    was delivered to a worker that died, and needs sending again. A message's headers carry
-    its arguments as text (`argsrepr`), so job ids are found by pattern, bodies undecoded."""
+    An unacknowledged message older than that, of a job still queued, went to a worker that
+    died before claiming it: it does not count, and the job is sent again. A message's
+    headers carry its arguments as text (`argsrepr`), so job ids are found by pattern."""
     if not settings.celery_broker_url.startswith(("redis://", "rediss://")):
         return None
     import redis
@@ -62,6 +66,9 @@ def jobs_waiting_in(queues: Iterable[str]) -> set[str] | None:
     client = redis.Redis.from_url(settings.celery_broker_url, socket_timeout=5)
     try:
         raw = [m for queue in queues for m in client.lrange(queue, 0, -1)]
+        recent = client.zrangebyscore(UNACKED_INDEX, time.time() - delivered_within, "+inf")
+        if recent:
+            raw += [m for m in client.hmget(UNACKED, recent) if m]
     finally:
         client.close()
     return {job_id for message in raw

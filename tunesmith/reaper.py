@@ -4,7 +4,8 @@
   checkpoint) or, past its attempts, fail it with `worker_lost`.
 - A queued job whose message was never sent or was lost (a broker restarted without
   persistence) is sent again. A job that simply waits its turn keeps its one message: the
-  broker is read first, and a message still there is left alone. (A duplicate would be
+  broker is read first, and a message still waiting there, or just delivered to a worker
+  that is about to claim it, is left alone. (A duplicate would be
   harmless, since claims are atomic, but a long queue would pile them up.)
 """
 
@@ -21,6 +22,8 @@ from tunesmith.queue import dispatch_job, jobs_waiting_in, queue_for
 from tunesmith.settings import settings
 
 log = logging.getLogger(__name__)
+# How long a message may take to go from its queue to kombu's unacknowledged set.
+SETTLE_SECONDS = 0.25
 
 
 def reap_expired_leases(now: float | None = None) -> list[str]:
@@ -62,7 +65,8 @@ def reap_expired_leases(now: float | None = None) -> list[str]:
 
 def _waiting_in_broker(queues: set[str]) -> set[str]:
     try:
-        return jobs_waiting_in(queues) or set()
+        return jobs_waiting_in(queues,
+                               delivered_within=settings.redispatch_after_seconds) or set()
     except Exception:  # unreadable now: send again, a duplicate costs one dropped claim
         log.warning("could not read the broker's queues; stale jobs are sent again",
                     exc_info=True)
@@ -81,9 +85,19 @@ def redispatch_queued(now: float | None = None) -> list[str]:
             sa.or_(Job.dispatched_at.is_(None), Job.dispatched_at < cutoff))).all()
         queue_of = {job.id: queue_for((job.spec.get("resources") or {}).get("gpu_class"))
                     for job in stale}
-        waiting = (_waiting_in_broker(set(queue_of.values()))
-                   if any(job.dispatched_at is not None for job in stale) else set())
+        sent_before = [job for job in stale if job.dispatched_at is not None]
+        waiting = _waiting_in_broker(set(queue_of.values())) if sent_before else set()
+        if any(job.id not in waiting for job in sent_before):
+            # A message a worker is taking right now is in neither place for a moment
+            # (popped, not yet recorded as unacknowledged): look once more, after that
+            # moment, and drop the jobs claimed meanwhile.
+            time.sleep(SETTLE_SECONDS)
+            waiting |= _waiting_in_broker(set(queue_of.values()))
+            for job in sent_before:
+                session.refresh(job)
         for job in stale:
+            if job.status != JobStatus.queued:
+                continue
             if job.dispatched_at is not None and job.id in waiting:
                 # Still in line: look again one period from now.
                 job.dispatched_at = now

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import time
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -136,6 +137,8 @@ def create_job(
         spec=spec.model_dump(mode="json"), status=JobStatus.queued.value,
         suffix=spec.suffix, seed=spec.seed if spec.seed is not None else 42,
         metadata_=spec.metadata, max_attempts=settings.max_attempts,
+        # Being sent now (see _send): the reconciler leaves it to us.
+        dispatched_at=time.time(),
     )
     session.add(job)
     session.flush()
@@ -151,14 +154,22 @@ def create_job(
 
 def _send(session: Session, job: Job) -> None:
     """Send a committed queued job to its queue (after the commit, so a worker never receives
-    an id it cannot read). If the broker is down the job stays queued with no dispatch time,
-    and the reconciler sends it later."""
+    an id it cannot read).
+
+    The job was committed with a dispatch time of now, so the reconciler, which sends jobs
+    that have none, cannot send it a second time while we do. If the broker is down, the
+    dispatch time is cleared and the reconciler sends the job on its next round."""
     gpu_class = (job.spec.get("resources") or {}).get("gpu_class")
     try:
         job.dispatched_at = dispatch_job(job.id, queue=queue_for(gpu_class))
-        session.commit()
     except Exception:
         log.exception("could not send job %s to the broker; the reconciler will retry", job.id)
+        job.dispatched_at = None
+    try:
+        session.commit()
+    except Exception:  # the job was sent, or will be after the redispatch period
+        log.exception("could not record the dispatch of job %s", job.id)
+        session.rollback()
 
 
 @router.get("")
@@ -248,7 +259,7 @@ def resume_job(session: SessionDep, project: CurrentProject, job_id: str) -> dic
     job = get_job(session, project, job_id)
     if not change_status(session, job.id, JobStatus.queued,
                          "Job resumed; queued to continue from its last checkpoint",
-                         expect={JobStatus.paused}, dispatched_at=None):
+                         expect={JobStatus.paused}, dispatched_at=time.time()):
         hint = " wait until it is paused" if job.status == JobStatus.pausing else ""
         raise Conflict(f"Job '{job_id}' is {job.status}; only a paused job can be resumed"
                        f"{';' + hint if hint else '.'}", param="job_id",
