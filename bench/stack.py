@@ -16,16 +16,14 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tests.utils.jobs import Project
 from tests.utils.servers import (
-    Postgres,
-    Redis,
     Service,
     run_cli,
     start_api,
     start_backing_servers,
     start_worker,
 )
+from tests.utils.stack import Servers
 
 BENCH_SETTINGS = {
     "TUNESMITH_ALLOW_HUB_DOWNLOADS": "false",
@@ -42,18 +40,8 @@ BENCH_SETTINGS = {
 
 
 @dataclass
-class Stack:
-    root: Path
-    env: dict[str, str]
-    postgres: Postgres
-    redis: Redis
-    api: Service
-    url: str
+class Stack(Servers):
     workers: list[Service] = field(default_factory=list)
-
-    @property
-    def home(self) -> Path:
-        return Path(self.env["TUNESMITH_HOME"])
 
     @property
     def models(self) -> Path:
@@ -63,9 +51,6 @@ class Stack:
     def engine(self) -> Engine:
         """A connection pool of the benchmark's own, for polling and bulk inserts."""
         return sa.create_engine(self.postgres.url, pool_size=2, max_overflow=2)
-
-    def project(self, name: str) -> Project:
-        return Project(self.url, self.env, name)
 
     def set_workers(self, count: int) -> None:
         """Run exactly `count` workers (w1, w2, ...), starting or stopping the difference."""

@@ -20,36 +20,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from tests.utils.jobs import Project
 from tests.utils.servers import (
     FAST_RECOVERY,
-    Postgres,
-    Redis,
     Service,
     run_cli,
     start_api,
     start_backing_servers,
     start_worker,
 )
+from tests.utils.stack import Servers
 
 
 @dataclass
-class Stack:
-    root: Path
-    env: dict[str, str]
-    postgres: Postgres
-    redis: Redis
-    api: Service
-    url: str
+class Stack(Servers):
     worker: Service
-
-    @property
-    def home(self) -> Path:
-        return Path(self.env["TUNESMITH_HOME"])
-
-    @property
-    def tiny_model(self) -> Path:
-        return self.home / "models" / "tiny-llama"
-
-    def project(self, name: str) -> Project:
-        return Project(self.url, self.env, name)
 
     def restart_worker(self, name: str = "w1") -> Service:
         self.worker = start_worker(self.env, self.root / f"worker-{name}.log", name=name)

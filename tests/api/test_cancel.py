@@ -50,10 +50,7 @@ def file_id(project: Project) -> str:
 def running(project: Project, file_id: str) -> dict[str, Any]:
     """A job of 1,600 steps (minutes here), caught while its trainer is stepping."""
     job = project.create_job(_spec(file_id, n_epochs=100, batch_size=1, logging_steps=2))
-    deadline = time.monotonic() + 120
-    while not (project.job(job["id"])["progress"] or {}).get("step"):
-        assert time.monotonic() < deadline, project.event_messages(job["id"])[-10:]
-        time.sleep(0.3)
+    project.wait_for_step(job["id"], 1)
     pid = _training_pid(project, job["id"])
     assert pid is not None
     return {"id": job["id"], "pid": pid}

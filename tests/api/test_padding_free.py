@@ -9,7 +9,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from tests.utils.jobs import Project, train_and_wait
+from tests.utils.jobs import Project, train_and_wait, wait_succeeded
 from tests.utils.learning import bundled_instructions, prompt_answer_ids
 
 
@@ -35,16 +35,10 @@ def pair(project: Project, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     upload = project.upload(bundled_instructions(), "instructions.jsonl")
     # Both jobs are queued before either runs: the worker takes them in turn.
     jobs = {flag: project.create_job(spec(upload["id"], flag)) for flag in (True, False)}
-    done = {flag: finished(project, job["id"]) for flag, job in jobs.items()}
+    done = {flag: wait_succeeded(project, job["id"]) for flag, job in jobs.items()}
     folders = {flag: project.download_artifacts(
         job["id"], tmp_path_factory.mktemp(f"padding_free_{flag}")) for flag, job in done.items()}
     return {"jobs": done, "folders": folders}
-
-
-def finished(project: Project, job_id: str) -> dict[str, Any]:
-    job = project.wait(job_id, timeout=300)
-    assert job["status"] == "succeeded", (job["error"], project.event_messages(job_id)[-15:])
-    return job
 
 
 def test_each_job_says_how_it_batched(project: Project, pair: dict[str, Any]) -> None:

@@ -23,15 +23,6 @@ def spec(file_id: str, **hyperparameters: Any) -> dict[str, Any]:
             "tuning": {"type": "lora", "r": 8, "alpha": 16}}
 
 
-def wait_status(project: Project, job_id: str, statuses: set[str],
-                timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while (job := project.job(job_id))["status"] not in statuses:
-        assert time.monotonic() < deadline, (job["status"], project.event_messages(job_id)[-10:])
-        time.sleep(0.1)
-    return job
-
-
 @pytest.fixture(scope="module")
 def file_id(project: Project) -> str:
     return project.upload(bundled_instructions(), "pause.jsonl")["id"]
@@ -41,24 +32,21 @@ def file_id(project: Project) -> str:
 def paused_and_resumed(project: Project, file_id: str) -> dict[str, Any]:
     # 160 steps of one row, logged every step: long enough to be caught while training.
     job = project.create_job(spec(file_id, n_epochs=10, batch_size=1, logging_steps=1))
-    deadline = time.monotonic() + 120
-    while ((project.job(job["id"])["progress"] or {}).get("step") or 0) < 3:
-        assert time.monotonic() < deadline, project.event_messages(job["id"])[-10:]
-        time.sleep(0.1)
+    project.wait_for_step(job["id"], 3)
     asked = time.monotonic()
     response = project.http.post(f"/v1/fine_tuning/jobs/{job['id']}/pause")
     assert response.status_code == 200, response.text
     assert response.json()["status"] in ("pausing", "paused")
-    paused = wait_status(project, job["id"], {"paused"}, timeout=60)
+    paused = project.wait(job["id"], {"paused"}, timeout=60)
     stopped_after = time.monotonic() - asked
     checkpoints = project.http.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()
     # The worker is free: another job runs to the end while this one is paused.
     other = project.create_job(spec(file_id, max_steps=2))
-    other_done = wait_status(project, other["id"], {"succeeded", "failed"})
+    other_done = project.wait(other["id"], {"succeeded", "failed"})
     still_paused = project.job(job["id"])
     resumed = project.http.post(f"/v1/fine_tuning/jobs/{job['id']}/resume")
     assert resumed.status_code == 200, resumed.text
-    done = wait_status(project, job["id"], {"succeeded", "failed", "cancelled"}, timeout=300)
+    done = project.wait(job["id"], {"succeeded", "failed", "cancelled"}, timeout=300)
     return {"id": job["id"], "created": job, "paused": paused, "stopped_after": stopped_after,
             "checkpoints": checkpoints["data"], "other": other_done,
             "still_paused": still_paused, "resumed": resumed.json(), "done": done,
@@ -114,7 +102,7 @@ def test_queued_job_pauses_at_once_and_openai_client_resumes_it(
     assert project.event_messages(doomed["id"])[-1] == "Job cancelled while paused"
     project.http.post(f"/v1/fine_tuning/jobs/{busy['id']}/cancel")
     assert client.fine_tuning.jobs.resume(waiting["id"]).status == "queued"
-    done = wait_status(project, waiting["id"], {"succeeded", "failed", "cancelled"})
+    done = project.wait(waiting["id"], {"succeeded", "failed", "cancelled"})
     assert done["status"] == "succeeded", done["error"]
     assert done["attempt"] == 1  # paused before it started: no attempt was spent
 
@@ -122,21 +110,18 @@ def test_queued_job_pauses_at_once_and_openai_client_resumes_it(
 def test_worker_lost_while_pausing_leaves_the_job_paused(stack: Stack, project: Project,
                                                          file_id: str) -> None:
     job = project.create_job(spec(file_id, n_epochs=10, batch_size=1))
-    deadline = time.monotonic() + 120
-    while ((project.job(job["id"])["progress"] or {}).get("step") or 0) < 2:
-        assert time.monotonic() < deadline, project.event_messages(job["id"])[-10:]
-        time.sleep(0.1)
+    project.wait_for_step(job["id"], 2)
     stack.worker.kill_group()  # worker and training process, -9: nobody left to pause it
     try:
         assert project.http.post(f"/v1/fine_tuning/jobs/{job['id']}/pause").json()[
             "status"] == "pausing"
         # The lease (10 s in the tests) runs out; the reaper finishes the pause.
-        paused = wait_status(project, job["id"], {"paused"}, timeout=60)
+        paused = project.wait(job["id"], {"paused"}, timeout=60)
         assert "lease expired); job paused at its last checkpoint" in \
             project.event_messages(job["id"])[-1]
         assert paused["max_attempts"] == job["max_attempts"] + 1
     finally:
         stack.restart_worker()
     project.http.post(f"/v1/fine_tuning/jobs/{job['id']}/resume")
-    done = wait_status(project, job["id"], {"succeeded", "failed", "cancelled"}, timeout=300)
+    done = project.wait(job["id"], {"succeeded", "failed", "cancelled"}, timeout=300)
     assert done["status"] == "succeeded", done["error"]

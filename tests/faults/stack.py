@@ -7,30 +7,19 @@ from pathlib import Path
 
 import httpx
 
-from tests.utils.jobs import Project
 from tests.utils.servers import (
     FAST_RECOVERY,
-    Postgres,
-    Redis,
     Service,
     start_api,
     start_backing_servers,
     start_worker,
 )
+from tests.utils.stack import Servers
 
 
 @dataclass
-class FaultStack:
-    root: Path
-    env: dict[str, str]
-    postgres: Postgres
-    redis: Redis
-    api: Service
-    url: str
+class FaultStack(Servers):
     workers: dict[str, Service] = field(default_factory=dict)
-
-    def project(self, name: str) -> Project:
-        return Project(self.url, self.env, name)
 
     def start_worker(self, name: str) -> Service:
         """Start (or start again) the worker `name`, with its own log file."""

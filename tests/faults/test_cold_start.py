@@ -49,7 +49,7 @@ def test_cold_process_job_succeeds_and_its_adapter_learned(fault_stack: FaultSta
     print(f"\ncold process: last step -> succeeded {done_seen - last_step_seen:.2f} s")
 
     folder = project.download_artifacts(job["id"], tmp_path)
-    tiny_model = fault_stack.root / "home" / "models" / "tiny-llama"
+    tiny_model = fault_stack.tiny_model
     base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     before = answer_token_accuracy(base, tokenizer, rows)

@@ -128,7 +128,7 @@ def test_final_adapter_as_good_as_uninterrupted(interrupted: dict[str, Any],
                                                 reference: dict[str, Any], project: Project,
                                                 fault_stack: FaultStack,
                                                 tmp_path: Path) -> None:
-    model_dir = fault_stack.root / "home" / "models" / "tiny-llama"
+    model_dir = fault_stack.tiny_model
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rows = bundled_instructions()
     accuracy = {}

@@ -50,6 +50,14 @@ class Project:
         raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s; events:\n"
                            + "\n".join(self.event_messages(job_id)[-30:]))
 
+    def wait_for_step(self, job_id: str, step: int, timeout: float = 120) -> dict:
+        """The job once its trainer has logged `step` (it is then mid-training)."""
+        deadline = time.monotonic() + timeout
+        while ((job := self.job(job_id))["progress"] or {}).get("step", 0) < step:
+            assert time.monotonic() < deadline, self.event_messages(job_id)[-10:]
+            time.sleep(0.1)
+        return job
+
     def events(self, job_id: str) -> list[dict]:
         """Every event, oldest first."""
         events, after = [], None
@@ -85,8 +93,11 @@ class Project:
         return target
 
 
-def train_and_wait(project: Project, spec: dict[str, Any], timeout: float = 300) -> dict:
-    job = project.create_job(spec)
-    done = project.wait(job["id"], timeout=timeout)
-    assert done["status"] == "succeeded", (done["error"], project.event_messages(job["id"])[-15:])
+def wait_succeeded(project: Project, job_id: str, timeout: float = 300) -> dict:
+    done = project.wait(job_id, timeout=timeout)
+    assert done["status"] == "succeeded", (done["error"], project.event_messages(job_id)[-15:])
     return done
+
+
+def train_and_wait(project: Project, spec: dict[str, Any], timeout: float = 300) -> dict:
+    return wait_succeeded(project, project.create_job(spec)["id"], timeout)
