@@ -1,50 +1,117 @@
-"""A job's events: a page of them, newest first, or a live stream (server-sent events)."""
+"""A job's events: a page of them, newest first, or a live stream (server-sent events).
+
+A stream is an async generator on the event loop: while it waits it holds no database
+connection and no thread (api/job_watch.py wakes it); it reads new events in a short
+session of its own, ends with `data: [DONE]` once the job has ended or paused and every
+event is sent, ends with an `error` event when its key is revoked, and ends at once when
+the server shuts down (sse-starlette watches uvicorn's exit flag).
+"""
 
 import json
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 import sqlalchemy as sa
-from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from anyio import to_thread
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
 from api.deps import CurrentProject, SessionDep
-from api.errors import InvalidRequest, error_responses
+from api.errors import InvalidRequest, RateLimited, error_responses
+from api.job_watch import JobWatcher, Watch
 from api.routes.jobs import get_job
 from api.serializers import event_object, list_object
 from tunesmith.db.models import Job, JobEvent
 from tunesmith.db.session import new_session
 from tunesmith.jobs.events import event_seq
 from tunesmith.jobs.states import TERMINAL, JobStatus
+from tunesmith.keys import hash_key, live_key_hashes
+from tunesmith.settings import settings
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["jobs"])
 
-STREAM_POLL_SECONDS = 0.5
-STREAM_KEEPALIVE_SECONDS = 15.0
+STREAM_PAGE = 500
+KEEPALIVE_SECONDS = 15
+# A stream ends here too: the client re-opens it after `resume`.
+_STREAM_ENDS = TERMINAL | {JobStatus.paused}
+_watcher = JobWatcher(settings.event_poll_seconds)
+# Woken streams read their new events a few at a time, so fifty streams woken by one event
+# cannot take the thread pool and connections the other routes need.
+_stream_reads = anyio.CapacityLimiter(4)
+
+_REVOKED = {"error": {"type": "authentication_error", "code": "invalid_api_key", "param": None,
+                      "message": "The API key of this stream was revoked; the stream ended."}}
 
 
-def _stream_events(job_id: str, after_seq: int) -> Iterator[str]:
-    """Server-sent events, oldest first, until the job has ended and every event is sent."""
-    last_sent = time.monotonic()
+def _cursor(param: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    seq = event_seq(value)
+    if seq is None:
+        raise InvalidRequest(f"{param}: {value!r} is not an event id (ftevent-<number>, as in "
+                             "an event's `id`).", param=param)
+    return seq
+
+
+def _read_page(session: Session, job_id: str, before_seq: int | None,
+               limit: int) -> dict[str, Any]:
+    query = sa.select(JobEvent).where(JobEvent.job_id == job_id)
+    if before_seq is not None:
+        query = query.where(JobEvent.seq < before_seq)
+    rows = session.scalars(query.order_by(JobEvent.seq.desc()).limit(limit + 1)).all()
+    return list_object([event_object(e) for e in rows[:limit]], has_more=len(rows) > limit)
+
+
+def _read_new(job_id: str, key_hash: str,
+              after_seq: int) -> tuple[str | None, bool, list[dict[str, Any]]]:
+    """The job's status, whether the key is live, and the events after `after_seq`. Status
+    first: an event committed with a status change is then always in the events read."""
+    with new_session() as session:
+        status = session.scalar(sa.select(Job.status).where(Job.id == job_id))
+        live = bool(live_key_hashes(session, {key_hash}))
+        rows = session.scalars(
+            sa.select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
+            .order_by(JobEvent.seq).limit(STREAM_PAGE)).all()
+        return status, live, [event_object(e) for e in rows]
+
+
+async def _stream(watch: Watch, after_seq: int) -> AsyncIterator[ServerSentEvent]:
     while True:
-        with new_session() as session:
-            events = session.scalars(
-                sa.select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
-                .order_by(JobEvent.seq).limit(500)).all()
-            status = session.scalar(sa.select(Job.status).where(Job.id == job_id))
-        for event in events:
-            after_seq = event.seq
-            yield f"id: {event_object(event)['id']}\ndata: {json.dumps(event_object(event))}\n\n"
-            last_sent = time.monotonic()
-        if not events and (status is None or JobStatus(status) in TERMINAL):
-            yield "data: [DONE]\n\n"
+        await watch.changed.wait()
+        watch.changed.clear()
+        while True:
+            status, live, events = await to_thread.run_sync(
+                _read_new, watch.job_id, watch.key_hash, after_seq, limiter=_stream_reads)
+            if not live:
+                yield ServerSentEvent(event="error", data=json.dumps(_REVOKED))
+                return
+            for event in events:
+                after_seq = event_seq(event["id"]) or after_seq
+                yield ServerSentEvent(id=event["id"], data=json.dumps(event, allow_nan=False))
+            if len(events) < STREAM_PAGE:
+                break
+        if status is None or JobStatus(status) in _STREAM_ENDS:
+            yield ServerSentEvent(data="[DONE]")
             return
-        if not events:
-            if time.monotonic() - last_sent > STREAM_KEEPALIVE_SECONDS:
-                yield ": keep-alive\n\n"
-                last_sent = time.monotonic()
-            time.sleep(STREAM_POLL_SECONDS)
+
+
+class _EventStream(EventSourceResponse):
+    """The SSE response; gives its slot of the key's stream cap back however it ends."""
+
+    def __init__(self, watch: Watch, after_seq: int) -> None:
+        super().__init__(_stream(watch, after_seq), ping=KEEPALIVE_SECONDS,
+                         headers={"X-Accel-Buffering": "no"})
+        self.watch = watch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _watcher.release(self.watch)
 
 
 @router.get("/{job_id}/events", response_model=None, responses={
@@ -54,25 +121,31 @@ def _stream_events(job_id: str, after_seq: int) -> Iterator[str]:
               "properties": {"id": {"type": "string"}, "event": {"type": "string"},
                              "data": {"type": "string", "description": "an event as JSON, "
                                       "or [DONE] after the last one"}}}}}},
-    **error_responses(400, 404)})
-def read_events(
-    session: SessionDep, project: CurrentProject, job_id: str,
+    **error_responses(400, 404, 429)})
+async def read_events(
+    request: Request, session: SessionDep, project: CurrentProject, job_id: str,
     after: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     stream: bool = False,
-) -> dict[str, Any] | StreamingResponse:
-    """Events, newest first; `?stream=true` streams them live (SSE) until the job ends."""
-    get_job(session, project, job_id)
-    after_seq = None
-    if after is not None:
-        after_seq = event_seq(after)
-        if after_seq is None:
-            raise InvalidRequest(f"after: '{after}' is not an event id.", param="after")
-    if stream:
-        return StreamingResponse(_stream_events(job_id, after_seq or 0),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    query = sa.select(JobEvent).where(JobEvent.job_id == job_id)
-    if after_seq is not None:
-        query = query.where(JobEvent.seq < after_seq)
-    rows = session.scalars(query.order_by(JobEvent.seq.desc()).limit(limit + 1)).all()
-    return list_object([event_object(e) for e in rows[:limit]], has_more=len(rows) > limit)
+    last_event_id: Annotated[str | None, Header(
+        description="With `stream=true`: resume after this event (what EventSource sends "
+        "when it reconnects); wins over `after`.")] = None,
+) -> dict[str, Any] | EventSourceResponse:
+    """Events, newest first (`after`: older than that event); `?stream=true` streams them
+    live, oldest first (`after` or `Last-Event-ID`: newer than that event), until the job
+    ends or pauses."""
+    after_seq = _cursor("after", after)
+    await run_in_threadpool(get_job, session, project, job_id)
+    if not stream:
+        return await run_in_threadpool(_read_page, session, job_id, after_seq, limit)
+    if last_event_id is not None:
+        after_seq = _cursor("Last-Event-ID", last_event_id)
+    await run_in_threadpool(session.close)  # a stream must not hold the request's connection
+    # get_project has accepted this header, so it is "Bearer <secret>".
+    key_hash = hash_key(request.headers["authorization"].partition(" ")[2].strip())
+    watch = _watcher.reserve(job_id, key_hash, cap=settings.max_event_streams_per_key)
+    if watch is None:
+        raise RateLimited(
+            f"This API key already has {settings.max_event_streams_per_key} event streams "
+            "open (TUNESMITH_MAX_EVENT_STREAMS_PER_KEY); close one, or read the events page "
+            "instead.", param="stream", headers={"Retry-After": "5"})
+    return _EventStream(watch, after_seq or 0)
