@@ -1,10 +1,10 @@
 """A job's events: a page of them, newest first, or a live stream (server-sent events).
 
 A stream is an async generator on the event loop: while it waits it holds no database
-connection and no thread (api/job_watch.py wakes it); it reads new events in a short
-session of its own, ends with `data: [DONE]` once the job has ended or paused and every
-event is sent, ends with an `error` event when its key is revoked, and ends at once when
-the server shuts down (sse-starlette watches uvicorn's exit flag).
+connection and no thread; api/job_watch.py wakes it with the job's new events (a stream far
+behind reads its backlog in a short session of its own). It ends with `data: [DONE]` once
+the job has ended or paused and every event is sent, with an `error` event when its key is
+revoked, and at once when the server shuts down (sse-starlette watches uvicorn's exit flag).
 """
 
 import json
@@ -22,26 +22,24 @@ from starlette.types import Receive, Scope, Send
 
 from api.deps import CurrentProject, SessionDep
 from api.errors import InvalidRequest, RateLimited, error_responses
-from api.job_watch import JobWatcher, Watch
+from api.job_watch import READ_LIMIT, JobWatcher, Watch, read_backlog
 from api.routes.jobs import get_job
 from api.serializers import event_object, list_object
-from tunesmith.db.models import Job, JobEvent
-from tunesmith.db.session import new_session
+from tunesmith.db.models import JobEvent
 from tunesmith.jobs.events import event_seq
 from tunesmith.jobs.states import TERMINAL, JobStatus
-from tunesmith.keys import hash_key, live_key_hashes
+from tunesmith.keys import hash_key
 from tunesmith.settings import settings
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["jobs"])
 
-STREAM_PAGE = 500
 KEEPALIVE_SECONDS = 15
 # A stream ends here too: the client re-opens it after `resume`.
 _STREAM_ENDS = TERMINAL | {JobStatus.paused}
 _watcher = JobWatcher(settings.event_poll_seconds)
-# Woken streams read their new events a few at a time, so fifty streams woken by one event
-# cannot take the thread pool and connections the other routes need.
-_stream_reads = anyio.CapacityLimiter(4)
+# Streams behind the watcher's kept events read their backlog a few at a time, so fifty
+# reconnecting at once cannot take the thread pool and connections the other routes need.
+_backlog_reads = anyio.CapacityLimiter(4)
 
 _REVOKED = {"error": {"type": "authentication_error", "code": "invalid_api_key", "param": None,
                       "message": "The API key of this stream was revoked; the stream ended."}}
@@ -66,35 +64,27 @@ def _read_page(session: Session, job_id: str, before_seq: int | None,
     return list_object([event_object(e) for e in rows[:limit]], has_more=len(rows) > limit)
 
 
-def _read_new(job_id: str, key_hash: str,
-              after_seq: int) -> tuple[str | None, bool, list[dict[str, Any]]]:
-    """The job's status, whether the key is live, and the events after `after_seq`. Status
-    first: an event committed with a status change is then always in the events read."""
-    with new_session() as session:
-        status = session.scalar(sa.select(Job.status).where(Job.id == job_id))
-        live = bool(live_key_hashes(session, {key_hash}))
-        rows = session.scalars(
-            sa.select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after_seq)
-            .order_by(JobEvent.seq).limit(STREAM_PAGE)).all()
-        return status, live, [event_object(e) for e in rows]
-
-
 async def _stream(watch: Watch, after_seq: int) -> AsyncIterator[ServerSentEvent]:
     while True:
         await watch.changed.wait()
         watch.changed.clear()
-        while True:
+        view = _watcher.views.get(watch.job_id)
+        kept = view.after(after_seq) if view is not None else None
+        if view is not None and kept is not None:
+            status, live, events, more = view.status, watch.key_live, kept, False
+        else:  # the first poll has not run yet, or the stream is behind the kept events
             status, live, events = await to_thread.run_sync(
-                _read_new, watch.job_id, watch.key_hash, after_seq, limiter=_stream_reads)
-            if not live:
-                yield ServerSentEvent(event="error", data=json.dumps(_REVOKED))
-                return
-            for event in events:
-                after_seq = event_seq(event["id"]) or after_seq
-                yield ServerSentEvent(id=event["id"], data=json.dumps(event, allow_nan=False))
-            if len(events) < STREAM_PAGE:
-                break
-        if status is None or JobStatus(status) in _STREAM_ENDS:
+                read_backlog, watch.job_id, watch.key_hash, after_seq, limiter=_backlog_reads)
+            more = len(events) == READ_LIMIT
+        if not live:
+            yield ServerSentEvent(event="error", data=json.dumps(_REVOKED))
+            return
+        for event in events:
+            after_seq = event.seq
+            yield ServerSentEvent(id=event.id, data=event.json)
+        if more:
+            watch.changed.set()
+        elif status is None or JobStatus(status) in _STREAM_ENDS:
             yield ServerSentEvent(data="[DONE]")
             return
 
