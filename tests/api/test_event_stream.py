@@ -172,3 +172,8 @@ def test_a_malformed_event_cursor_is_a_400_naming_it(
                                     headers={"Last-Event-ID": cursor})
         assert response.status_code == 400, response.text
         assert response.json()["error"]["param"] == "Last-Event-ID"
+
+
+def test_an_event_level_outside_openais_is_refused_where_it_is_written() -> None:
+    with pytest.raises(ValueError, match="'warning'"):
+        add_event(Session(), "ftjob-x", "m", level="warning")  # type: ignore[arg-type]

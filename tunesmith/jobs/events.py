@@ -2,7 +2,7 @@
 
 import math
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,8 @@ def add_event(
     type: str = "message",
     data: dict[str, Any] | None = None,
 ) -> JobEvent:
+    if level not in get_args(Level):  # no type checker runs in CI: refuse it here, loudly
+        raise ValueError(f"event level {level!r} is not one of {get_args(Level)}")
     event = JobEvent(job_id=job_id, message=message, level=level, type=type,
                      data=finite_json(data))
     session.add(event)
