@@ -4,7 +4,7 @@ import time
 from typing import Any
 
 from tunesmith.db.models import Artifact, Checkpoint, File, Job, JobEvent
-from tunesmith.jobs.events import event_public_id
+from tunesmith.jobs.events import event_public_id, finite_json
 from tunesmith.jobs.states import TERMINAL, JobStatus
 
 
@@ -59,10 +59,12 @@ def job_object(job: Job) -> dict[str, Any]:
 
 
 def event_object(event: JobEvent) -> dict[str, Any]:
+    # finite_json again on the way out: rows stored before add_event cleaned them may
+    # hold NaN, which strict JSON cannot carry.
     return {
         "id": event_public_id(event.seq), "object": "fine_tuning.job.event",
         "created_at": event.created_at, "level": event.level, "message": event.message,
-        "data": event.data, "type": event.type,
+        "data": finite_json(event.data), "type": event.type,
     }
 
 

@@ -26,12 +26,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import api_load, overhead, sft_speed
+from bench import api_load, event_streams, overhead, sft_speed
 from bench import queue as queue_bench
 from bench.report import Figure, machine, markdown, write
 from bench.stack import Stack, running_stack
 
-BENCHES = ("overhead", "queue", "api_load", "sft_speed", "gpu_tunings")
+BENCHES = ("overhead", "queue", "api_load", "event_streams", "sft_speed", "gpu_tunings")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         "overhead": overhead.settings_from(args),
         "queue": queue_bench.settings_from(args),
         "api_load": api_load.settings_from(args),
+        "event_streams": event_streams.settings_from(args),
         "sft_speed": sft_speed.settings_from(args),
     }
     info["settings"] = ("quick" if args.quick else "full") + (
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         "overhead": lambda s: overhead.run(s, settings["overhead"]),
         "queue": lambda s: queue_bench.run(s, settings["queue"]),
         "api_load": lambda s: api_load.run(s, settings["api_load"]),
+        "event_streams": lambda s: event_streams.run(s, settings["event_streams"]),
     }
     figures: list[Figure] = []
     details: dict[str, Any] = {}

@@ -36,6 +36,8 @@ BENCH_SETTINGS = {
     # The load benchmark measures what the routes can serve, not the per-key rate limit
     # (50/s by default), which would answer most of its requests 429.
     "TUNESMITH_RATE_LIMIT_PER_SECOND": "0",
+    # The event_streams benchmark opens 50 streams on one key (default cap 20).
+    "TUNESMITH_MAX_EVENT_STREAMS_PER_KEY": "64",
 }
 
 

@@ -52,3 +52,11 @@ def revoke_key(session: Session, *, prefix_or_id: str) -> int:
         .values(revoked_at=now())
     )
     return result.rowcount
+
+
+def live_key_hashes(session: Session, key_hashes: set[str]) -> set[str]:
+    """Those of `key_hashes` that name a key not revoked (open event streams check theirs)."""
+    if not key_hashes:
+        return set()
+    return set(session.scalars(sa.select(ApiKey.key_hash).where(
+        ApiKey.key_hash.in_(key_hashes), ApiKey.revoked_at.is_(None))))

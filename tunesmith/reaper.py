@@ -56,7 +56,7 @@ def reap_expired_leases(now: float | None = None) -> list[str]:
                     session, job.id, JobStatus.queued,
                     f"{lost}; requeued (attempt {job.attempt + 1} of {job.max_attempts}) to "
                     "resume from the last checkpoint",
-                    expect={JobStatus.running}, level="warning",
+                    expect={JobStatus.running}, level="warn",
                     event_data={"reason": "worker_lost", "attempt": job.attempt},
                     worker_id=None, lease_expires_at=None, dispatched_at=None):
                 requeued.append(job.id)

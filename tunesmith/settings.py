@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     )
     rate_limit_burst: int = Field(default=200, description="Requests a key may send at once.")
     max_rows_per_file: int = Field(default=10_000_000, description="Rows an upload may hold.")
+    max_event_streams_per_key: int = Field(
+        default=20, description="Event streams (`?stream=true`) one API key may hold open in "
+        "one API process; one more answers 429. A waiting stream holds no connection or thread.",
+    )
+    event_poll_seconds: float = Field(
+        default=0.5, description="How often open event streams look for new events "
+        "(one query per API process for all of them).",
+    )
     job_time_limit_seconds: float = Field(
         default=7 * 24 * 3600.0, description="A job running longer than this is stopped and failed."
     )

@@ -13,7 +13,7 @@ from tunesmith import storage
 from tunesmith.db.models import Checkpoint, Job
 from tunesmith.db.session import session_scope
 from tunesmith.ids import new_id
-from tunesmith.jobs.events import add_event
+from tunesmith.jobs.events import Level, add_event
 from tunesmith.spec.job import JobSpec
 from worker.db_retry import with_db_retry
 
@@ -74,7 +74,7 @@ class JobContext:
 
     # -- writes to the job row; each retried through a database restart ---------------
 
-    def event(self, message: str, *, level: str = "info", type: str = "message",
+    def event(self, message: str, *, level: Level = "info", type: str = "message",
               data: dict[str, Any] | None = None) -> None:
         if not self.is_main:  # the other ranks of a data-parallel job stay quiet
             return

@@ -35,7 +35,7 @@ def report_truncation(ctx: JobContext, lengths: list[int], max_length: int) -> i
             f"{over} of {len(lengths)} rows are longer than max_seq_length={max_length} tokens "
             f"(longest {max(lengths)}) and will be truncated; raise "
             "hyperparameters.max_seq_length (up to the model's limit) or shorten them.",
-            level="warning",
+            level="warn",
             data={"rows_truncated": over, "rows": len(lengths), "max_seq_length": max_length,
                   "longest_row_tokens": max(lengths)})
     return over

@@ -35,5 +35,5 @@ def check_pairs_fit(ctx: JobContext, kept: int, given: int, *, max_seq_length: i
                           f"{fix}.", field)
     if kept < given:
         ctx.event(f"{given - kept} of {given} preference pairs of {field} are left out: "
-                  f"{reason}; {fix} to train on them", level="warning",
+                  f"{reason}; {fix} to train on them", level="warn",
                   data={"pairs": given, "pairs_dropped": given - kept, "file": field})

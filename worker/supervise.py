@@ -212,7 +212,7 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
                 session, job_id, JobStatus.queued,
                 "Training stopped by the worker's host (shutdown or preemption); requeued to "
                 "resume from the last checkpoint", expect={JobStatus.running},
-                owner=worker_id, level="warning",
+                owner=worker_id, level="warn",
                 event_data={"reason": "worker_shutdown", "attempt": job.attempt},
                 worker_id=None, lease_expires_at=None, dispatched_at=None)
             return JobStatus.queued if done else "lost"

@@ -90,7 +90,7 @@ def run_trainer(ctx: JobContext, trainer: Any) -> bool:
     trainer.add_callback(JobEventsCallback(ctx))
     resume = ctx.latest_checkpoint()
     if resume is not None:
-        ctx.event(f"Resuming from {resume.name}", level="warning",
+        ctx.event(f"Resuming from {resume.name}", level="warn",
                   data={"resume_from_step": int(resume.name.rsplit('-', 1)[1]),
                         "stage": ctx.stage or None})
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)

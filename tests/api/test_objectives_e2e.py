@@ -215,7 +215,7 @@ def test_dapt_full_trains_row_by_row_and_learns_the_domain(stack, project, jobs,
     # Unpacked, each row is cut at max_seq_length, and the job says so.
     report = next(e for e in project.events(job["id"])
                   if "rows_truncated" in (e["data"] or {}))
-    assert report["level"] == "warning" and "packing: true" in report["message"]
+    assert report["level"] == "warn" and "packing: true" in report["message"]
     assert report["data"]["rows_truncated"] == sum(n > DAPT_FULL_LENGTH for n in lengths) > 0
     assert job["trained_tokens"] == DAPT_FULL_EPOCHS * kept
     losses = [m["loss"] for m in metrics(project, job["id"]) if "loss" in m]

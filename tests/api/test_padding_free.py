@@ -90,6 +90,6 @@ def test_auto_reports_its_estimate_and_warns_of_truncation(project: Project) -> 
     assert isinstance(layout["padding_free"], bool)
     assert 0 < layout["estimated_flops_ratio"] < 2
     warnings = [e for e in project.events(job["id"]) if "rows_truncated" in (e["data"] or {})]
-    assert warnings and warnings[0]["level"] == "warning"
+    assert warnings and warnings[0]["level"] == "warn"
     assert warnings[0]["data"]["rows_truncated"] == 2
     assert "max_seq_length=18" in warnings[0]["message"]

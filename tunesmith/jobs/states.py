@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from tunesmith.db.base import now
 from tunesmith.db.models import Job
-from tunesmith.jobs.events import add_event
+from tunesmith.jobs.events import Level, add_event
 
 
 class JobStatus(StrEnum):
@@ -64,7 +64,7 @@ def change_status(
     expect: set[JobStatus] | None = None,
     owner: str | None = None,
     event_data: dict[str, Any] | None = None,
-    level: str = "info",
+    level: Level = "info",
     **fields: Any,
 ) -> bool:
     """Move the job to `to` if it is in one of the `expect` states (default: any allowed one)

@@ -111,5 +111,5 @@ def check_every_task_trains(ctx: JobContext, tasks: list[TaskData], counts: dict
         if left < counts[task.name]:
             ctx.event(f"Task '{task.name}': {counts[task.name] - left} of its "
                       f"{counts[task.name]} rows per epoch are left out, their prompts fill "
-                      f"max_seq_length={max_seq_length} tokens", level="warning",
+                      f"max_seq_length={max_seq_length} tokens", level="warn",
                       data={"task": task.name, "rows_dropped": counts[task.name] - left})

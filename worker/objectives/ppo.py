@@ -98,7 +98,7 @@ def train_policy(ctx: JobContext, rows: list[dict[str, Any]], hp: PPOHyperparame
     if resume is not None:
         state, optimizer_state = load_checkpoint(resume, models)
         start, tokens = int(state["global_step"]), int(state.get("trained_tokens", 0))
-        ctx.event(f"Resuming from {resume.name}", level="warning",
+        ctx.event(f"Resuming from {resume.name}", level="warn",
                   data={"resume_from_step": start, "stage": ctx.stage or None})
     where = f" from step {start}" if start else ""
     ctx.event(f"{_prefix(ctx)}Training{where} to step {num_updates}",

@@ -57,7 +57,7 @@ def run(ctx: JobContext) -> None:
                   + (f"; {long_rows} rows are longer than max_seq_length={length} and lose "
                      f"{corpus_tokens - kept:,} tokens (set packing: true to train every token, "
                      "or raise max_seq_length)" if long_rows else ""),
-                  level="warning" if long_rows else "info",
+                  level="warn" if long_rows else "info",
                   data={"rows": len(rows), "corpus_tokens": corpus_tokens,
                         "tokens_per_epoch": kept, "rows_truncated": long_rows,
                         "max_seq_length": length, "packing": None})
