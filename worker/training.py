@@ -7,7 +7,7 @@ from typing import Any
 from tunesmith.spec.hyperparameters import Hyperparameters
 from worker.callbacks import JobEventsCallback
 from worker.context import JobContext
-from worker.hub_kernels import hub_kernels_on
+from worker.hub_access import hub_kernels_on
 from worker.hyperparameters import Resolved, resolve
 from worker.liger import liger_for
 from worker.registry import TuningPlan, tuning
