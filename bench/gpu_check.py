@@ -247,6 +247,8 @@ def checks(report: dict[str, Any]) -> list[dict[str, Any]]:
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
     if isinstance(value, int):
@@ -294,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true",
                         help="a tiny model for the table, on CPU where there is no GPU")
     parser.add_argument("--tunings", default=",".join(gpu_tunings.TUNINGS))
+    parser.add_argument("--quick", action="store_true", help="4 timed steps a cell, not 10")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
     started = time.monotonic()
@@ -311,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"fork_server": report["fork_server"]}), flush=True)
         report["serve_jobs"] = serve_check(root)
         shape = gpu_tunings.TINY if args.tiny else gpu_tunings.ONE_B
+        if args.quick and not args.tiny:
+            shape = gpu_tunings.Shape(**{**shape.__dict__, "steps": 4})
         report["tunings"] = gpu_tunings.run_all(shape, device, root / "tunings.json",
                                                 tuple(args.tunings.split(",")))
     finally:
