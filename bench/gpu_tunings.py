@@ -170,6 +170,7 @@ def run_cell(tuning_name: str, config_name: str, shape: Shape, device: str,
         if device == "cuda" else None,
         "trainable_parameters": trainable, "parameters": parameters,
         "bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing,
+        "liger_kernels": bool(getattr(args, "use_liger_kernel", False)),
         "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
     }
 

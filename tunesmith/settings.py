@@ -53,10 +53,15 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, description="Largest upload accepted.")
     max_line_bytes: int = Field(default=4 * 1024 * 1024, description="Longest JSONL line accepted.")
     max_queued_jobs_per_project: int = Field(default=100, description="Queued jobs per project.")
-    warm_start: bool | None = Field(
-        default=None, description="Fork training processes from a server that has already "
-        "imported the training libraries (saves ~8 s a job). Default: on where the node has "
-        "no NVIDIA device, since forking after CUDA was probed is unsafe.",
+    warm_start: bool = Field(
+        default=True, description="Fork training processes from a server that has already "
+        "imported the training libraries (saves ~8 s a job). The server never initialises "
+        "CUDA, so GPU nodes fork from it too. Default: on.",
+    )
+    hub_kernels: bool = Field(
+        default=False, description="Let transformers swap layers for kernels fetched from the "
+        "Hugging Face hub (`USE_HUB_KERNELS`). Off: a load then never needs a network nor runs "
+        "code from the hub, whatever trust_remote_code says.",
     )
     rate_limit_per_second: float = Field(
         default=50.0, description="Requests per API key per second (0 turns the limit off)."

@@ -1,10 +1,12 @@
 """Start a job's training process, in one of three ways.
 
-- One process, warm: forked from a server process that has already imported torch,
-  transformers, peft, trl and our pipelines (multiprocessing's forkserver). Those imports
-  cost ~8 s per job on a 2-core machine; forking costs well under one. Used where the
-  node has no NVIDIA device: a fork after CUDA libraries probed the GPU is unsafe.
-- One process, cold: `python -m worker.train JOB_ID`, a fresh interpreter (GPU nodes).
+- One process, warm (the default): forked from a server process that has already imported
+  torch, transformers, peft, trl and our pipelines (multiprocessing's forkserver). Those
+  imports cost ~8 s per job on a 2-core machine, 6.5 s on a GPU node; forking costs well
+  under one. GPU nodes too: the server never initialises CUDA (worker/warm_imports.py),
+  so each forked child starts CUDA for itself.
+- One process, cold: `python -m worker.train JOB_ID`, a fresh interpreter: where the warm
+  start is turned off (TUNESMITH_WARM_START=false), or its server could not start.
 - Several processes: `torchrun --nproc_per_node N -m worker.train JOB_ID`; the trainer
   then runs data parallel (NCCL on GPUs, gloo on CPU).
 
@@ -13,6 +15,7 @@ worker never leaves a training run behind it.
 """
 
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
@@ -21,7 +24,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-from pathlib import Path
 from typing import Protocol
 
 import setproctitle
@@ -78,7 +80,7 @@ def _run_forked(job_id: str, log_path: str) -> None:
     os.dup2(fd, 2)
     from worker.train import main
 
-    code = main(job_id)
+    code = main(job_id, warm=True)
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(code)
@@ -102,10 +104,13 @@ def _children_allowed() -> Iterator[None]:
         config.update(saved)
 
 
+# Set when the fork server failed to start (e.g. an import initialised CUDA): every later
+# job of this worker then starts cold rather than retrying an 8 s server start each time.
+_server_failed: list[str] = []
+
+
 def warm_start_enabled() -> bool:
-    if settings.warm_start is not None:
-        return settings.warm_start
-    return not Path("/dev/nvidia0").exists()
+    return settings.warm_start and not _server_failed
 
 
 @cache
@@ -136,11 +141,16 @@ def start_training(job_id: str, *, processes: int = 1) -> TrainingProcess:
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "train.log"
     if processes == 1 and warm_start_enabled():
-        with _children_allowed():  # the Process copies our config when it is made
-            process = forkserver().Process(target=_run_forked, args=(job_id, str(log_path)),
-                                           name=f"train-{job_id}", daemon=True)
-            process.start()
-        return ForkedTraining(process)
+        try:
+            with _children_allowed():  # the Process copies our config when it is made
+                process = forkserver().Process(target=_run_forked,
+                                               args=(job_id, str(log_path)),
+                                               name=f"train-{job_id}", daemon=True)
+                process.start()
+            return ForkedTraining(process)
+        except (EOFError, OSError) as exc:  # the server died while importing: see its log
+            logging.error("fork server unavailable (%r); training processes start cold", exc)
+            _server_failed.append(repr(exc))
     with log_path.open("ab") as log_file:
         return subprocess.Popen(training_command(job_id, processes), stdout=log_file,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

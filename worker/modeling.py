@@ -5,6 +5,7 @@ from typing import Any
 from tunesmith.models import resolve_model
 from tunesmith.settings import settings
 from worker.context import JobContext
+from worker.hub_access import hub_kernels_on
 from worker.registry import TuningPlan
 
 
@@ -39,6 +40,8 @@ def load_model(ctx: JobContext, plan: TuningPlan, tuning: Any, *, precision: str
         "dtype": torch_dtype(precision),
         # SDPA is the fastest attention that needs no extra package on every device.
         "attn_implementation": "sdpa",
+        # None lets USE_HUB_KERNELS decide (worker/hub_access.py sets it from the setting).
+        "use_kernels": None if hub_kernels_on() else False,
         **plan.load_kwargs(tuning, ctx),
     }
     if task == "seq_cls":

@@ -64,7 +64,15 @@ def _resolved_hyperparameters(job_id: str) -> dict | None:
         return None
 
 
-def main(job_id: str) -> int:
+def cuda_initialized() -> bool:
+    """Whether this process had CUDA initialised before its job began: in a forked child,
+    that is the fork server's state, which must be false (worker/warm_imports.py)."""
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())
+
+
+def main(job_id: str, *, warm: bool = False) -> int:
+    """Run the job; `warm` says the process was forked from the fork server."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         ctx = load_context(job_id)
@@ -78,7 +86,10 @@ def main(job_id: str) -> int:
     signal.signal(signal.SIGTERM, lambda *_: ctx.stop.set())
     ctx.job_dir.mkdir(parents=True, exist_ok=True)
     (ctx.job_dir / ERROR_FILE).unlink(missing_ok=True)
-    ctx.event(f"Training process started (pid {os.getpid()})", data={"pid": os.getpid()})
+    ctx.event(f"Training process started (pid {os.getpid()}, {'warm' if warm else 'cold'})",
+              data={"pid": os.getpid(), "warm_start": warm,
+                    "cuda_initialized_at_start": cuda_initialized(),
+                    "USE_HUB_KERNELS": os.environ.get("USE_HUB_KERNELS")})
     try:
         from transformers import set_seed
 

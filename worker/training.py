@@ -7,7 +7,9 @@ from typing import Any
 from tunesmith.spec.hyperparameters import Hyperparameters
 from worker.callbacks import JobEventsCallback
 from worker.context import JobContext
+from worker.hub_access import hub_kernels_on
 from worker.hyperparameters import Resolved, resolve
+from worker.liger import liger_for
 from worker.registry import TuningPlan, tuning
 
 
@@ -59,6 +61,12 @@ def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
     (the job has a validation file), an evaluation at every checkpoint."""
     if evaluate:
         extra = {"eval_strategy": "steps", "eval_steps": hp.save_steps, **extra}
+    liger = liger_for(ctx.device, config_cls.__name__, ctx.spec.model)
+    hub = "hub kernels on" if hub_kernels_on() else "hub kernels off"
+    ctx.event(f"{ctx.stage + ': ' if ctx.stage else ''}Kernels: {liger.reason}; {hub}",
+              data={"liger_kernels": liger.on, "hub_kernels": hub_kernels_on(),
+                    "stage": ctx.stage or None})
+    extra = {**liger.trainer_kwargs(), **extra}
     return config_cls(
         output_dir=str(ctx.checkpoints_dir),
         num_train_epochs=hp.n_epochs, max_steps=hp.max_steps,

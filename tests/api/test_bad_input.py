@@ -130,6 +130,10 @@ JOB_CASES = [
     JobCase("padding-free-prompt-tuning", {"method": {"type": "supervised", "supervised": {
         "padding_free": True}}, "tuning": {"type": "prompt"}}, (400, 422),
             "method.supervised.padding_free", ("prompt", "virtual tokens")),
+    JobCase("prefix-tuning-with-activation-checkpointing", {"method": {
+        "type": "supervised", "supervised": {"hyperparameters": {
+            "gradient_checkpointing": True}}}, "tuning": {"type": "prefix"}}, (400, 422),
+            "method.supervised.hyperparameters.gradient_checkpointing", ("prefix", "KV cache")),
 ]
 
 

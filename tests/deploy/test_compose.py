@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -469,9 +470,35 @@ def test_gpu_image_is_on_a_cuda_base(gpu_df):
 def test_gpu_image_installs_the_worker_extra_and_cuda_torch(gpu_df):
     runs = " ".join(args for kw, args in final_stage(gpu_df) if kw == "RUN")
     args = " ".join(args for kw, args in final_stage(gpu_df) if kw == "ARG")
-    assert re.search(r"pip install [^&]*\.\[worker\]", runs), runs
+    assert re.search(r"pip install [^&]*\.\[worker(,gpu)?\]", runs), runs
     assert re.search(r"download\.pytorch\.org/whl/cu\d+", runs + " " + args)
     assert "torch.version.cuda" in runs  # the build fails on a CPU-only torch
+
+
+def test_gpu_image_loads_models_with_no_network(gpu_df):
+    """Every GPU job failed offline while transformers fetched hub kernels (issue 11)."""
+    env = env_instructions(gpu_df)
+    assert env.get("USE_HUB_KERNELS") == "NO", env
+    assert env.get("HF_HUB_DISABLE_TELEMETRY") == "1", env
+
+
+def test_gpu_image_installs_liger_kernel_from_the_gpu_extra(gpu_df):
+    runs = " ".join(args for kw, args in final_stage(gpu_df) if kw == "RUN")
+    assert re.search(r"pip install [^&]*\.\[worker,gpu\]", runs), runs
+    assert 'extras.get("gpu"' in runs  # the dependency layer has it too
+    gpu_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["gpu"]
+    assert any(r.startswith("liger-kernel") for r in gpu_extra), gpu_extra
+
+
+def test_worker_keeps_hub_kernels_off_unless_the_operator_asks(tmp_path):
+    def worker_env(**env: str) -> dict[str, str]:
+        result = render_compose(tmp_path, **env)
+        assert result.returncode == 0, result.stderr
+        return env_of(yaml.safe_load(result.stdout)["services"]["worker"])
+
+    assert worker_env()["TUNESMITH_HUB_KERNELS"].lower() in FALSY
+    assert worker_env(TUNESMITH_HUB_KERNELS="true")["TUNESMITH_HUB_KERNELS"] == "true"
 
 
 def test_api_image_is_slim_and_has_no_torch(api_df):

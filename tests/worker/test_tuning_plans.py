@@ -16,7 +16,7 @@ from trl import SFTConfig, SFTTrainer
 
 from tests.utils.learning import bundled_instructions, prompt_answer_ids
 from tunesmith.spec.job import JobSpec
-from tunesmith.spec.tunings import PROMPT_LEARNING, TUNING_CLASSES
+from tunesmith.spec.tunings import NO_ACTIVATION_CHECKPOINTING, PROMPT_LEARNING, TUNING_CLASSES
 from worker.context import JobContext
 from worker.registry import TUNINGS, load_all, tuning
 from worker.sft_data import sft_loss_options, to_sft_row
@@ -57,6 +57,8 @@ def test_defaults_follow_what_each_tuning_trains() -> None:
     # The prefix is a KV cache, which gradient checkpointing drops.
     unsupported = {n for n, p in TUNINGS.items() if not p.supports_gradient_checkpointing}
     assert unsupported == {"prefix", "p_tuning_v2"}
+    # ... and the API refuses `gradient_checkpointing: true` for exactly those.
+    assert unsupported == NO_ACTIVATION_CHECKPOINTING
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from tunesmith.spec.objectives import (
     RLHFMethod,
     SupervisedMethod,
 )
-from tunesmith.spec.tunings import PROMPT_LEARNING, LoraTuning, Tuning
+from tunesmith.spec.tunings import NO_ACTIVATION_CHECKPOINTING, PROMPT_LEARNING, LoraTuning, Tuning
 
 
 class Resources(BaseModel):
@@ -95,6 +95,14 @@ class JobSpec(BaseModel):
                     update=self.hyperparameters.model_dump(exclude_unset=True)
                 )
                 config.hyperparameters = merged
+        if (self.tuning.type in NO_ACTIVATION_CHECKPOINTING
+                and method_hyperparameters(self).gradient_checkpointing is True):
+            stage = ".sft" if isinstance(self.method, RLHFMethod) else ""
+            raise ValueError(
+                f"method.{self.method.type}{stage}.hyperparameters.gradient_checkpointing cannot "
+                f"be true with tuning '{self.tuning.type}': its prefixes reach the model as a "
+                "KV cache, which checkpointing's recomputation drops; leave it auto or false"
+            )
         return self
 
 

@@ -124,3 +124,6 @@ TUNING_CLASSES: tuple[type[_Tuning], ...] = (
 
 # Tunings that learn virtual tokens (peft "prompt learning"): they change no weights.
 PROMPT_LEARNING = frozenset({"prefix", "p_tuning_v2", "p_tuning", "prompt"})
+# Tunings whose prefixes reach the model as a KV cache, which activation checkpointing's
+# recomputation drops: training crashes ("The size of tensor a (16) must match ...").
+NO_ACTIVATION_CHECKPOINTING = frozenset({"prefix", "p_tuning_v2"})
