@@ -23,16 +23,26 @@ def get_session() -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def bearer_secret(authorization: str) -> str | None:
+    """The key an Authorization header carries, as the key lookup reads it, or None if the
+    header is not 'Bearer <key>'. The rate limit keys its buckets on this too, so two
+    spellings of one key (extra spaces, 'bearer') share one bucket."""
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        return None
+    return secret.strip()
+
+
 def get_project(
     session: SessionDep, authorization: Annotated[str | None, Header()] = None
 ) -> Project:
     if not authorization:
         raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'. "
                            "Create one with `tunesmith keys create`.")
-    scheme, _, secret = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
+    secret = bearer_secret(authorization)
+    if secret is None:
         raise Unauthorized("Malformed Authorization header: expected 'Bearer <key>'.")
-    project = project_for_key(session, secret.strip())
+    project = project_for_key(session, secret)
     if project is None:
         raise Unauthorized("Invalid or revoked API key.")
     return project

@@ -1,10 +1,11 @@
 """Requests per API key per second: a token bucket per key, answered with 429 and Retry-After.
 
+A header that is no 'Bearer <key>' is not limited here: it is answered 401 without work.
+
 Buckets live in this API process. With several API replicas each allows the rate, so set
 the limit per replica; a shared (Redis) bucket is the step after that.
 """
 
-import hashlib
 import math
 import threading
 import time
@@ -13,7 +14,9 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
+from api.deps import bearer_secret
 from api.errors import error_body
+from tunesmith.keys import hash_key
 from tunesmith.settings import settings
 
 
@@ -46,10 +49,11 @@ def install_rate_limit(app) -> None:  # type: ignore[no-untyped-def]
     @app.middleware("http")
     async def rate_limit(request: Request,
                          call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        authorization = request.headers.get("authorization")
-        if authorization and request.url.path.startswith("/v1/"):
-            key = hashlib.sha256(authorization.encode()).hexdigest()
-            wait = buckets.take(key)
+        secret = bearer_secret(request.headers.get("authorization") or "")
+        if secret and request.url.path.startswith("/v1/"):
+            # The key as authentication reads it (hash_key is the stored hash of a key):
+            # whatever the header's spelling, one key is one bucket.
+            wait = buckets.take(hash_key(secret))
             if wait > 0:
                 return JSONResponse(
                     error_body("rate_limit_error", "rate_limited",

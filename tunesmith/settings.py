@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, description="Largest upload accepted.")
     max_line_bytes: int = Field(default=4 * 1024 * 1024, description="Longest JSONL line accepted.")
     max_queued_jobs_per_project: int = Field(default=100, description="Queued jobs per project.")
+    max_job_body_bytes: int = Field(
+        default=1024 * 1024, description="Largest job body (JSON) accepted; larger ones get 413."
+    )
     warm_start: bool = Field(
         default=True, description="Fork training processes from a server that has already "
         "imported the training libraries (saves ~8 s a job). The server never initialises "

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Form, Header, Query, UploadFile
+from fastapi import APIRouter, Form, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api import idempotency
 from api.deps import CurrentProject, SessionDep
 from api.errors import Conflict, InvalidRequest, NotFound, TooLarge, error_responses
+from api.project_lock import hold_project
 from api.serializers import file_object, list_object
 from tunesmith import storage
 from tunesmith.db.models import File, Job
@@ -54,11 +55,18 @@ async def _spool(upload: UploadFile, target: Path) -> tuple[int, str]:
 
 @router.post("", status_code=200, responses=error_responses(400, 409, 413))
 async def create_file(
-    session: SessionDep, project: CurrentProject, file: UploadFile,
+    request: Request, session: SessionDep, project: CurrentProject, file: UploadFile,
     purpose: Annotated[str, Form()] = "fine-tune",
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Any:
     """Upload a JSONL data set; every bad line is reported with its number."""
+    idempotency.check_key(idempotency_key)
+    # FastAPI hands over the last of several parts of one name; which file did the user
+    # mean? Refused rather than guessed (the form is parsed already: no second read).
+    for name in ("file", "purpose"):
+        if len((await request.form()).getlist(name)) > 1:
+            raise InvalidRequest(f"{name}: send one '{name}' part per upload, not several.",
+                                 param=name, code="duplicate_part")
     if purpose not in PURPOSES:
         raise InvalidRequest(f"Unknown purpose '{purpose}'; use 'fine-tune'.", param="purpose")
     filename = os.path.basename(file.filename or "upload.jsonl")[:255] or "upload.jsonl"
@@ -66,15 +74,17 @@ async def create_file(
     file_id = new_id("file")
     target = storage.file_path(file_id)
     partial = target.with_suffix(".partial")
+    key = {"project_id": project.id, "route": "files", "key": idempotency_key}
+    claimed = False
     try:
         size, sha256 = await _spool(file, partial)
-        body_hash = idempotency.request_hash(sha256, purpose, filename)
-        record = idempotency.replay(session, project_id=project.id, route="files",
-                                    key=idempotency_key, body_hash=body_hash)
+        record = idempotency.claim(session, **key,
+                                   body_hash=idempotency.request_hash(sha256, purpose, filename))
         if record is not None:
             # A retry: the first upload's copy is the file; this one's bytes are not kept.
             partial.unlink(missing_ok=True)
             return JSONResponse(record.body, status_code=record.status_code)
+        claimed = True
         check = check_jsonl(_lines(partial), max_line_bytes=settings.max_line_bytes,
                             max_rows=settings.max_rows_per_file)
         if not check.ok:
@@ -91,14 +101,16 @@ async def create_file(
         session.add(row)
         session.flush()
         body = file_object(row)
-        idempotency.remember(session, project_id=project.id, route="files", key=idempotency_key,
-                             body_hash=body_hash, status_code=200, body=body)
+        idempotency.complete(session, **key, status_code=200, body=body)
         partial.rename(target)
         session.commit()
     except BaseException:
+        session.rollback()
         partial.unlink(missing_ok=True)
         if target.exists() and session.get(File, file_id) is None:
             target.unlink(missing_ok=True)
+        if claimed:
+            idempotency.release(session, **key)
         raise
     return body
 
@@ -143,15 +155,32 @@ def read_file_content(session: SessionDep, project: CurrentProject,
                              media_type="application/jsonl")
 
 
+def _names(spec: Any, file_id: str) -> bool:
+    """Whether a stored spec names the file anywhere: training and validation files, a
+    multitask task's file, RLHF's preference and prompt files, and whatever a later method
+    adds (ids are unique random strings, so a match is a reference)."""
+    if isinstance(spec, dict):
+        return any(_names(value, file_id) for value in spec.values())
+    if isinstance(spec, list):
+        return any(_names(value, file_id) for value in spec)
+    return spec == file_id
+
+
+def _unfinished_job_using(session: SessionDep, project_id: str, file_id: str) -> str | None:
+    # Unfinished jobs of one project are few (the queued cap plus what runs): read them all.
+    unfinished = session.execute(
+        sa.select(Job.id, Job.spec).where(Job.project_id == project_id,
+                                          Job.status.not_in([s.value for s in TERMINAL]))
+        .order_by(Job.id))
+    return next((job_id for job_id, spec in unfinished if _names(spec, file_id)), None)
+
+
 @router.delete("/{file_id}", responses=error_responses(404, 409))
 def delete_file(session: SessionDep, project: CurrentProject, file_id: str) -> dict[str, Any]:
     """Delete a file that no unfinished job still reads."""
     file = _get_file(session, project, file_id)
-    busy = session.scalar(
-        sa.select(Job.id).where(
-            Job.project_id == project.id, Job.status.not_in([s.value for s in TERMINAL]),
-            sa.or_(Job.training_file_id == file.id, Job.validation_file_id == file.id))
-        .limit(1))
+    hold_project(session, project.id)  # no job is created on this file while we look
+    busy = _unfinished_job_using(session, project.id, file.id)
     if busy:
         raise Conflict(f"File '{file_id}' is in use by job '{busy}'; cancel it or wait.",
                        param="file_id", code="file_in_use")

@@ -61,3 +61,23 @@ def test_job_create_retry_returns_the_first_job(stack) -> None:  # type: ignore[
     for client, job in ((project, first), (other, mine)):
         assert client.http.post(f"/v1/fine_tuning/jobs/{job.json()['id']}/cancel") \
             .status_code == 200
+
+
+def test_a_refused_creation_frees_its_key(stack) -> None:  # type: ignore[no-untyped-def]
+    # The key is claimed before the work; a request that fails releases it, so the retry is
+    # answered on its merits (not "in progress" for ever) and a corrected request may use it.
+    project = stack.project("idem-refused")
+    upload = project.upload([{"prompt": "a", "completion": "b"}])
+    headers = {"Idempotency-Key": "job-refused"}
+    bad = {"model": "tiny-llama", "training_file": "file-000000000000000000000000",
+           "resources": {"gpu_class": "idle"}}
+    for _ in range(2):
+        refused = project.http.post("/v1/fine_tuning/jobs", json=bad, headers=headers)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "training_file"
+    fixed = project.http.post("/v1/fine_tuning/jobs", headers=headers,
+                              json={**bad, "training_file": upload["id"]})
+    assert fixed.status_code == 200, fixed.text
+    assert _count(stack, "jobs", "idem-refused") == 1
+    assert project.http.post(f"/v1/fine_tuning/jobs/{fixed.json()['id']}/cancel") \
+        .status_code == 200

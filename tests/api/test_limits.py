@@ -52,6 +52,18 @@ def test_requests_past_the_rate_get_429_with_retry_after(stack, strict_api) -> N
         assert http.get("/v1/files").status_code == 200
 
 
+def test_one_key_is_one_bucket_however_its_header_is_spelt(stack, strict_api) -> None:  # type: ignore[no-untyped-def]
+    # Keyed on the raw header, extra spaces after "Bearer" gave every request a fresh bucket.
+    project = stack.project("rate-spelling")
+    spellings = [f"{scheme}{' ' * spaces}{project.key}"
+                 for spaces in range(1, 7) for scheme in ("Bearer", "bearer")]
+    with httpx.Client(base_url=strict_api, timeout=30) as http:
+        codes = [http.get("/v1/files", headers={"Authorization": spelling}).status_code
+                 for spelling in spellings]
+    assert codes[:5] == [200] * 5 and codes.count(429) >= 5, codes  # burst 5, 2/s
+    time.sleep(1.5)
+
+
 def test_upload_over_size_or_rows_is_refused_and_nothing_is_kept(stack, strict_api) -> None:  # type: ignore[no-untyped-def]
     project = stack.project("limits-upload")
     before = _file_count(stack)
@@ -91,3 +103,19 @@ def test_metrics_expose_jobs_by_status_and_requests(stack, project) -> None:  # 
     text = httpx.get(f"{stack.url}/metrics").text
     assert 'tunesmith_jobs{status=' in text
     assert 'tunesmith_http_requests_total{method="GET",route="/v1/files",status="200"}' in text
+
+
+def test_metrics_without_a_key_show_no_project(stack, project) -> None:  # type: ignore[no-untyped-def]
+    # /metrics needs no key (Prometheus scrapes it): it sums over every project, and names
+    # no project, key, job or file, so a scraper learns nothing about any one tenant.
+    upload = project.upload([{"prompt": "a", "completion": "b"}])
+    job = project.create_job({"model": "tiny-llama", "training_file": upload["id"],
+                              "metadata": {"tenant": "secret-label"},
+                              "resources": {"gpu_class": "idle"}})
+    project.http.get(f"/v1/fine_tuning/jobs/{job['id']}")
+    text = httpx.get(f"{stack.url}/metrics").text
+    for private in (project.name, project.key[:10], job["id"], upload["id"], "secret-label",
+                    "proj-"):
+        assert private not in text, private
+    assert 'route="/v1/fine_tuning/jobs/{job_id}"' in text  # routes as templates, not ids
+    assert project.http.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel").status_code == 200

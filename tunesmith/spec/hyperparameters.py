@@ -3,15 +3,15 @@ the data and the tuning, and reports the resolved values on the job."""
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from tunesmith.spec.base import MAX_STEPS, SpecModel
 
 Auto = Literal["auto"]
 
 
-class Hyperparameters(BaseModel):
+class Hyperparameters(SpecModel):
     """Hyperparameters every objective shares, where OpenAI puts them."""
-
-    model_config = ConfigDict(extra="forbid")
 
     n_epochs: Annotated[int, Field(ge=1, le=100)] | Auto = Field(
         "auto", description="Passes over the training data."
@@ -28,7 +28,7 @@ class Hyperparameters(BaseModel):
         description="Absolute learning rate; overrides the multiplier. Auto: the tuning's default "
         "(higher for prompt and prefix tuning than for LoRA, lowest for full fine-tuning).",
     )
-    max_steps: Annotated[int, Field(ge=1)] | Auto = Field(
+    max_steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] | Auto = Field(
         "auto", description="Stop after this many optimizer steps; auto: n_epochs decides."
     )
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] | Auto = Field(
@@ -54,9 +54,9 @@ class Hyperparameters(BaseModel):
         description="Trade compute for memory. Auto: on for big models on GPU; never for "
         "prefix/P-tuning v2, which it breaks.",
     )
-    save_steps: Annotated[int, Field(ge=1)] | Auto = Field(
+    save_steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] | Auto = Field(
         "auto", description="Checkpoint every N steps (what a resumed job restarts from)."
     )
-    logging_steps: Annotated[int, Field(ge=1)] | Auto = Field(
+    logging_steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] | Auto = Field(
         "auto", description="Log metrics every N steps."
     )

@@ -3,8 +3,9 @@
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from tunesmith.spec.base import ID_LENGTH, NAME_LENGTH, SpecModel
 from tunesmith.spec.data_formats import RowFormat
 from tunesmith.spec.hyperparameters import Hyperparameters
 from tunesmith.spec.objectives import (
@@ -19,9 +20,7 @@ from tunesmith.spec.objectives import (
 from tunesmith.spec.tunings import NO_ACTIVATION_CHECKPOINTING, PROMPT_LEARNING, LoraTuning, Tuning
 
 
-class Resources(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Resources(SpecModel):
     gpus: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = Field(
         "auto",
         description="GPUs for this job: auto takes one where the worker has "
@@ -40,21 +39,23 @@ class Resources(BaseModel):
     )
 
 
-class JobSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# OpenAI's limits on metadata: it is echoed in every listing, so it stays small.
+METADATA_KEYS, METADATA_KEY_LENGTH, METADATA_VALUE_LENGTH = 16, 64, 512
 
+
+class JobSpec(SpecModel):
     model: str = Field(
         min_length=1,
-        max_length=255,
+        max_length=NAME_LENGTH,
         description="A model the server knows: a "
         "folder under the models root, or a hub id where downloads are allowed.",
     )
     training_file: str | None = Field(
-        None,
+        None, min_length=1, max_length=ID_LENGTH,
         description="Id of an uploaded training file "
         "(optional only for multitask, whose tasks name files).",
     )
-    validation_file: str | None = None
+    validation_file: str | None = Field(None, min_length=1, max_length=ID_LENGTH)
     method: Method = Field(default_factory=SupervisedMethod)
     tuning: Tuning = Field(default_factory=LoraTuning)
     hyperparameters: Hyperparameters | None = Field(
@@ -64,9 +65,25 @@ class JobSpec(BaseModel):
     )
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
-    metadata: dict[str, str] | None = Field(None, max_length=16)
+    metadata: dict[str, str] | None = Field(
+        None, max_length=METADATA_KEYS,
+        description=f"Up to {METADATA_KEYS} string pairs, keys at most {METADATA_KEY_LENGTH} "
+        f"characters, values at most {METADATA_VALUE_LENGTH}.",
+    )
     resources: Resources = Field(default_factory=Resources)
     integrations: list[Any] | None = Field(None, description="Accepted for OpenAI clients; unused.")
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, metadata: dict[str, str] | None) -> dict[str, str] | None:
+        # One message naming the limit; pydantic's own would quote a 100 kB key as the field.
+        for key, value in (metadata or {}).items():
+            if not 1 <= len(key) <= METADATA_KEY_LENGTH:
+                raise ValueError(f"metadata keys must be 1 to {METADATA_KEY_LENGTH} characters")
+            if len(value) > METADATA_VALUE_LENGTH:
+                raise ValueError(f"metadata value of '{key}' is longer than "
+                                 f"{METADATA_VALUE_LENGTH} characters")
+        return metadata
 
     @model_validator(mode="after")
     def _fits_together(self) -> "JobSpec":

@@ -6,15 +6,16 @@ As in OpenAI's API, a method's settings sit under a key named by its type:
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from tunesmith.spec.base import ID_LENGTH, MAX_COEFFICIENT, MAX_STEPS, NAME_LENGTH, SpecModel
 from tunesmith.spec.data_formats import RowFormat
 from tunesmith.spec.hyperparameters import Auto, Hyperparameters
 from tunesmith.spec.tunings import PROMPT_LEARNING
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Config(SpecModel):
+    pass
 
 
 class SupervisedConfig(_Config):
@@ -40,8 +41,9 @@ class PretrainingConfig(_Config):
 
 class Task(_Config):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    file: str = Field(description="Id of an uploaded training file for this task.")
-    weight: float = Field(1.0, gt=0, description="Relative share of the mixture.")
+    file: str = Field(min_length=1, max_length=ID_LENGTH,
+                      description="Id of an uploaded training file for this task.")
+    weight: float = Field(1.0, gt=0, le=1e6, description="Relative share of the mixture.")
 
 
 class MultitaskConfig(_Config):
@@ -64,8 +66,8 @@ class RewardConfig(_Config):
 class ModelReference(_Config):
     """A reward model: a finished `reward` job of this project, or a model folder by name."""
 
-    job: str | None = None
-    model: str | None = None
+    job: str | None = Field(None, min_length=1, max_length=ID_LENGTH)
+    model: str | None = Field(None, min_length=1, max_length=NAME_LENGTH)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ModelReference":
@@ -75,16 +77,17 @@ class ModelReference(_Config):
 
 
 class PPOHyperparameters(Hyperparameters):
-    total_episodes: Annotated[int, Field(ge=1)] | Auto = Field(
+    total_episodes: Annotated[int, Field(ge=1, le=MAX_STEPS)] | Auto = Field(
         "auto", description="Prompts sampled in all."
     )
     response_length: int = Field(32, ge=1, le=4096, description="New tokens per rollout.")
     ppo_epochs: int = Field(4, ge=1, le=64, description="Optimisation passes per rollout batch.")
-    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty to the reference policy.")
+    kl_coef: float = Field(0.05, ge=0, le=MAX_COEFFICIENT,
+                           description="Per-token KL penalty to the reference policy.")
     cliprange: float = Field(0.2, gt=0, lt=1)
-    cliprange_value: float = Field(0.2, gt=0)
-    vf_coef: float = Field(0.1, ge=0)
-    temperature: float = Field(0.7, gt=0)
+    cliprange_value: float = Field(0.2, gt=0, le=MAX_COEFFICIENT)
+    vf_coef: float = Field(0.1, ge=0, le=MAX_COEFFICIENT)
+    temperature: float = Field(0.7, gt=0, le=MAX_COEFFICIENT)
 
 
 class PPOConfig(_Config):
@@ -96,15 +99,15 @@ class RLHFConfig(_Config):
     """All three stages in one job: SFT on training_file, a reward model on preference_file,
     PPO on prompt_file."""
 
-    preference_file: str
-    prompt_file: str
+    preference_file: str = Field(min_length=1, max_length=ID_LENGTH)
+    prompt_file: str = Field(min_length=1, max_length=ID_LENGTH)
     sft: SupervisedConfig = Field(default_factory=SupervisedConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     ppo: PPOHyperparameters = Field(default_factory=PPOHyperparameters)
 
 
 class DPOHyperparameters(Hyperparameters):
-    beta: Annotated[float, Field(gt=0)] | Auto = Field(
+    beta: Annotated[float, Field(gt=0, le=MAX_COEFFICIENT)] | Auto = Field(
         "auto", description="Strength of the pull to the reference."
     )
 
@@ -124,8 +127,9 @@ class GRPOReward(_Config):
 class GRPOHyperparameters(Hyperparameters):
     num_generations: int = Field(4, ge=2, le=64, description="Completions per prompt.")
     max_completion_length: int = Field(32, ge=1, le=8192)
-    beta: float = Field(0.0, ge=0, description="KL coefficient to the reference model.")
-    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.0, ge=0, le=MAX_COEFFICIENT,
+                        description="KL coefficient to the reference model.")
+    temperature: float = Field(1.0, gt=0, le=MAX_COEFFICIENT)
 
 
 class GRPOConfig(_Config):

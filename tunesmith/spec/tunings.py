@@ -2,11 +2,16 @@
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from tunesmith.spec.base import SpecModel
+
+# A module name as peft matches it: "q_proj" or a dotted path "model.layers.0.mlp.up_proj".
+ModuleName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class _Tuning(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Tuning(SpecModel):
+    pass
 
 
 class FullTuning(_Tuning):
@@ -21,13 +26,15 @@ class LoraTuning(_Tuning):
     type: Literal["lora"] = "lora"
     r: int = Field(8, ge=1, le=1024, description="Rank of the update matrices.")
     alpha: float = Field(
-        16, gt=0, description="Scaling numerator: the update is scaled by alpha/r."
+        16, gt=0, le=65536, description="Scaling numerator: the update is scaled by alpha/r."
     )
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
-    target_modules: list[str] | Literal["all-linear"] = Field(
+    target_modules: Annotated[list[ModuleName], Field(min_length=1, max_length=256)] | Literal[
+        "all-linear"
+    ] = Field(
         "all-linear",
         description='Module names to adapt, or "all-linear" (every linear layer '
-        "but the output head).",
+        "but the output head). Each name must match a linear module of the model.",
     )
     use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r).")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
@@ -62,7 +69,7 @@ class PrefixTuning(_Tuning):
     type: Literal["prefix"] = "prefix"
     num_virtual_tokens: int = Field(20, ge=1, le=1024)
     encoder_hidden_size: int = Field(
-        512, ge=1, description="Hidden size of the reparameterisation MLP."
+        512, ge=1, le=65536, description="Hidden size of the reparameterisation MLP."
     )
 
 
@@ -79,7 +86,7 @@ class PTuningTuning(_Tuning):
     type: Literal["p_tuning"] = "p_tuning"
     num_virtual_tokens: int = Field(20, ge=1, le=1024)
     encoder_type: Literal["MLP", "LSTM"] = "MLP"
-    encoder_hidden_size: int = Field(128, ge=1)
+    encoder_hidden_size: int = Field(128, ge=1, le=65536)
 
 
 class PromptTuning(_Tuning):
@@ -90,7 +97,8 @@ class PromptTuning(_Tuning):
     init: Literal["random", "text"] = Field(
         "random", description="Start from random vectors or from the embeddings of init_text."
     )
-    init_text: str | None = Field(None, min_length=1, description="Required when init is text.")
+    init_text: str | None = Field(None, min_length=1, max_length=4096,
+                                  description="Required when init is text.")
 
     @model_validator(mode="after")
     def _text_init_needs_text(self) -> "PromptTuning":
