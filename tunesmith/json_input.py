@@ -52,24 +52,41 @@ class JSONInputError(ValueError):
         return JSONInputError(self.message, line=line, field=self.field)
 
 
-def _refuse_constant(name: str) -> Any:
-    raise JSONInputError(f"{name} is not a number JSON allows; send a finite number or null")
+class _Refused:
+    """What a number hook returns in place of a value it refuses, so that the walk after
+    parsing can say in which field it stood (the hooks themselves cannot know)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
-def _parse_int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > MAX_INT_DIGITS:
-        raise JSONInputError(f"an integer of {digits} digits is longer than the limit of "
-                             f"{MAX_INT_DIGITS}")
-    return int(text)
+class _Hooks:
+    """json.loads hooks that refuse NaN/Infinity, oversized integers and floats that
+    overflow to Infinity; `refused` says whether any did."""
 
+    def __init__(self) -> None:
+        self.refused = False
 
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise JSONInputError(f"the number {text[:40]} is too large for a float (it would be "
-                             "Infinity)")
-    return value
+    def _refuse(self, message: str) -> _Refused:
+        self.refused = True
+        return _Refused(message)
+
+    def constant(self, name: str) -> Any:
+        return self._refuse(f"{name} is not a number JSON allows; send a finite number or null")
+
+    def integer(self, text: str) -> Any:
+        digits = len(text.lstrip("-"))
+        if digits > MAX_INT_DIGITS:
+            return self._refuse(f"an integer of {digits} digits is longer than the limit of "
+                                f"{MAX_INT_DIGITS}")
+        return int(text)
+
+    def real(self, text: str) -> Any:
+        value = float(text)
+        if not math.isfinite(value):
+            return self._refuse(f"the number {text[:40]} is too large for a float (it would "
+                                "be Infinity)")
+        return value
 
 
 def _nesting_depth(text: str) -> int:
@@ -84,11 +101,14 @@ def _path(parts: tuple[str | int, ...]) -> str | None:
     return out or None
 
 
-def _check_strings(value: Any) -> None:
-    """Refuse a lone surrogate in any string or key, naming where it is."""
+def _check_values(value: Any) -> None:
+    """Refuse a number a hook refused, or a lone surrogate in any string or key, naming
+    the field where it stands."""
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
     while stack:
         item, where = stack.pop()
+        if isinstance(item, _Refused):
+            raise JSONInputError(item.message, field=_path(where))
         if isinstance(item, str):
             try:
                 item.encode("utf-8")
@@ -96,30 +116,29 @@ def _check_strings(value: Any) -> None:
                 raise JSONInputError("a lone surrogate escape (such as \\ud800) is not valid "
                                      "Unicode; send UTF-8 text", field=_path(where)) from None
         elif isinstance(item, dict):
-            for key, child in item.items():
+            for key, child in reversed(item.items()):
+                stack.append((child, (*where, key)))
                 stack.append((key, where))
-                stack.append((child, (*where, key if isinstance(key, str) else str(key))))
         elif isinstance(item, list):
-            stack.extend((child, (*where, i)) for i, child in enumerate(item))
+            stack.extend((child, (*where, i)) for i, child in reversed(list(enumerate(item))))
 
 
 def parse_json(text: str) -> Any:
     """Parse one JSON document within the limits above, or raise JSONInputError."""
     if text.count("[") + text.count("{") > MAX_DEPTH and _nesting_depth(text) > MAX_DEPTH:
         raise JSONInputError(f"nested deeper than the limit of {MAX_DEPTH} levels")
+    hooks = _Hooks()
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_int=_parse_int,
-                           parse_float=_parse_float)
+        value = json.loads(text, parse_constant=hooks.constant, parse_int=hooks.integer,
+                           parse_float=hooks.real)
     except json.JSONDecodeError as exc:
         raise JSONInputError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
     except RecursionError:  # only if the depth scan above were fooled
         raise JSONInputError(f"nested deeper than the limit of {MAX_DEPTH} levels") from None
     except ValueError as exc:  # e.g. Python's own int-str limit, should ours be raised
-        if isinstance(exc, JSONInputError):
-            raise
         raise JSONInputError(f"invalid number: {exc}") from None
-    if _SURROGATE_ESCAPE.search(text):
-        _check_strings(value)
+    if hooks.refused or _SURROGATE_ESCAPE.search(text):
+        _check_values(value)
     return value
 
 
