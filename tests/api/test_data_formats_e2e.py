@@ -94,10 +94,16 @@ def jobs(project: Project) -> dict[str, dict[str, Any]]:
 
 
 def _losses(project: Project, job_id: str) -> list[float]:
-    # OpenAI's name (train_loss) or the trainer's (loss), whichever the events carry.
-    return [data.get("train_loss", data.get("loss")) for e in project.events(job_id)
-            if e["type"] == "metrics" and (data := e["data"] or {})
-            and ("loss" in data or "train_loss" in data) and "train_runtime" not in data]
+    """The loss of each logged step, by OpenAI's name (train_loss) or the trainer's (loss)."""
+    losses = []
+    for event in project.events(job_id):
+        data = event["data"] or {}
+        if event["type"] != "metrics" or "train_samples_per_second" in data:  # the summary
+            continue
+        loss = data.get("train_loss", data.get("loss"))
+        if isinstance(loss, float):
+            losses.append(loss)
+    return losses
 
 
 @pytest.mark.parametrize("name", list(CASES))
