@@ -118,3 +118,20 @@ def test_format_is_named_at_upload_and_trains(project: Project, jobs: dict[str, 
     k = max(1, len(losses) // 4)
     first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
     assert last < 0.7 * first, (name, first, last, losses)
+
+
+def test_a_stored_row_the_reader_refuses_fails_the_job_naming_its_line(stack, project: Project,  # type: ignore[no-untyped-def]
+                                                                       ) -> None:
+    # A file stored before the reader's limits (or changed on disk) is read by the worker
+    # through the same reader as the upload: the job fails as bad data naming the line,
+    # not as `internal`.
+    upload = project.upload(bundled_instructions(), "later-broken.jsonl")
+    stored = stack.home / "files" / f"{upload['id']}.jsonl"
+    stored.write_bytes(stored.read_bytes() + b'\n{"text": "caf\\ud800"}\n')
+    job = project.create_job({"model": "tiny-llama", "training_file": upload["id"],
+                              "method": _sft(1), "tuning": LORA})
+    done = project.wait(job["id"], timeout=300)
+    assert done["status"] == "failed", done
+    assert done["error"]["code"] == "invalid_data", done["error"]
+    assert "line 17" in done["error"]["message"] and "surrogate" in done["error"]["message"]
+    assert done["error"]["param"] == "training_file", done["error"]
