@@ -161,22 +161,23 @@ class Line:
 
 
 def iter_lines(handle: IO[bytes], *, max_line_bytes: int) -> Iterator[Line]:
-    """The lines of a binary file, split at `\\n` only (a `\\r\\n` end loses its `\\r`).
+    """The lines of a binary file, split at `\n` only (a `\r\n` end loses its `\r`).
     Holds at most one line of `max_line_bytes` in memory: the rest of a longer one is
     skipped, and the line is reported as too long."""
     number = 0
-    while line := handle.readline(max_line_bytes + 1):
+    while line := handle.readline(max_line_bytes + 2):  # room for a `\r\n` end
         number += 1
-        too_long = len(line.rstrip(b"\r\n")) > max_line_bytes
-        if not line.endswith(b"\n"):
-            while (rest := handle.readline(1 << 20)) and not rest.endswith(b"\n"):
-                too_long = True
-            too_long = too_long or bool(rest)
-        raw = line[:-1] if line.endswith(b"\n") else line
-        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        length, tail = len(line), line[-2:]
+        if not line.endswith(b"\n"):  # cut at the limit (or the file's last line)
+            while (rest := handle.readline(1 << 20)):
+                length, tail = length + len(rest), (tail + rest)[-2:]
+                if rest.endswith(b"\n"):
+                    break
+        ending = 2 if tail == b"\r\n" else 1 if tail.endswith(b"\n") else 0
+        raw = line[:len(line) - ending] if length == len(line) else line
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
             raw = raw[3:]
-        yield Line(number, raw, too_long)
+        yield Line(number, raw, length - ending > max_line_bytes)
 
 
 def parse_row(line: Line, *, max_line_bytes: int) -> Any | None:
