@@ -7,9 +7,9 @@ from typing import Any
 
 from tunesmith.json_input import JSONInputError, Line, parse_row
 from tunesmith.spec import chat_messages
-from tunesmith.spec.chat_messages import ROLES, RowError
+from tunesmith.spec.chat_messages import RowError
 
-__all__ = ["ROLES", "ChatRow", "FileCheck", "LineProblem", "PreferenceChat", "RowError",
+__all__ = ["ChatRow", "FileCheck", "LineProblem", "PreferenceChat", "RowError",
            "RowFormat", "chat_row", "check_jsonl", "detect_row_format", "preference_chat"]
 
 
