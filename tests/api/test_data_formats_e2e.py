@@ -135,3 +135,10 @@ def test_a_stored_row_the_reader_refuses_fails_the_job_naming_its_line(stack, pr
     assert done["error"]["code"] == "invalid_data", done["error"]
     assert "line 17" in done["error"]["message"] and "surrogate" in done["error"]["message"]
     assert done["error"]["param"] == "training_file", done["error"]
+
+
+def test_methods_list_the_formats_each_objective_reads(project: Project) -> None:
+    objectives = {o["type"]: o for o in project.http.get("/v1/methods").json()["objectives"]}
+    assert {"messages", "sharegpt"} <= set(objectives["supervised"]["data_formats"])
+    assert {"preference", "openai_preference"} <= set(objectives["dpo"]["data_formats"])
+    assert "openai_preference" in objectives["reward"]["data_formats"]
