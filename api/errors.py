@@ -21,11 +21,13 @@ class APIError(Exception):
     code = "invalid_request"
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None,
+                 details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.headers = headers
+        self.details = details  # every problem, when there are several (e.g. bad lines)
         if code is not None:
             self.code = code
 
@@ -79,7 +81,7 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     param: str | None
-    # Validation errors (422) list every field at fault.
+    # Validation errors (422) list every field at fault; a bad upload, its bad lines.
     details: list[dict[str, Any]] | None = None
 
 
@@ -158,8 +160,10 @@ def _allowed_methods(request: Request) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(error_body(exc.type, exc.code, exc.message, exc.param),
-                            status_code=exc.status_code, headers=exc.headers)
+        body = error_body(exc.type, exc.code, exc.message, exc.param)
+        if exc.details is not None:
+            body["error"]["details"] = exc.details
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

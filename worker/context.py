@@ -14,8 +14,11 @@ from tunesmith.db.models import Checkpoint, Job
 from tunesmith.db.session import session_scope
 from tunesmith.ids import new_id
 from tunesmith.jobs.events import Level, add_event
-from tunesmith.spec.job import JobSpec
+from tunesmith.json_input import JSONInputError, read_rows
+from tunesmith.settings import settings
+from tunesmith.spec.job import JobSpec, file_uses
 from worker.db_retry import with_db_retry
+from worker.failures import InvalidData
 
 
 @dataclass
@@ -52,9 +55,16 @@ class JobContext:
         return int(os.environ.get("WORLD_SIZE", "1"))
 
     def rows(self, file_id: str) -> list[dict[str, Any]]:
-        """The rows of an uploaded file (validated at upload)."""
-        with storage.file_path(file_id).open(encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        """The rows of an uploaded file, read as the upload check read them (same reader,
+        same limits), so a row it accepted cannot fail here; if one does, the job fails
+        as bad data naming the field and the line, not as `internal`."""
+        try:
+            return [row for _, row in read_rows(storage.file_path(file_id),
+                                                 max_line_bytes=settings.max_line_bytes)]
+        except JSONInputError as exc:
+            field = next((use.field for use in file_uses(self.spec) if use.file_id == file_id),
+                         "training_file")
+            raise InvalidData(f"{field}: file '{file_id}' {exc.describe()}", field) from exc
 
     def latest_checkpoint(self) -> Path | None:
         """The newest complete checkpoint of this stage, to resume from after a crash."""

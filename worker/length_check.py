@@ -1,13 +1,16 @@
 """Token lengths of converted rows, and how many training will truncate, said up front."""
 
+import json
 from typing import Any
 
 from worker.context import JobContext
 
 
-def _chat_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+def _chat_ids(tokenizer: Any, messages: list[dict[str, Any]], tools: str | None) -> list[int]:
     # transformers 5 returns a BatchEncoding for tokenize=True; ask for it explicitly.
-    return list(tokenizer.apply_chat_template(messages, tokenize=True,
+    # `tools` is the JSON string worker/sft_data.py keeps (trl decodes it the same way).
+    return list(tokenizer.apply_chat_template(messages, tools=json.loads(tools) if tools
+                                              else None, tokenize=True,
                                               return_dict=True)["input_ids"])
 
 
@@ -15,9 +18,10 @@ def row_length(tokenizer: Any, row: dict[str, Any]) -> int:
     """Tokens of one converted row (chat, prompt/completion, text or preference), as the
     trainer will see it to within a token or two (an appended EOS)."""
     if "messages" in row:
-        return len(_chat_ids(tokenizer, row["messages"]))
+        return len(_chat_ids(tokenizer, row["messages"], row.get("tools")))
     if isinstance(row.get("prompt"), list):  # conversational prompt/completion
-        return len(_chat_ids(tokenizer, row["prompt"] + row.get("completion", [])))
+        return len(_chat_ids(tokenizer, row["prompt"] + row.get("completion", []),
+                             row.get("tools")))
     text = "".join(row[key] for key in ("prompt", "completion", "text", "chosen")
                    if isinstance(row.get(key), str))
     return len(tokenizer(text, add_special_tokens=True).input_ids)

@@ -1,26 +1,63 @@
-"""Preference rows (`prompt`, `chosen`, `rejected`) for trl's RewardTrainer and DPOTrainer.
+"""Preference rows for trl's RewardTrainer and DPOTrainer: `prompt`, `chosen`, `rejected`,
+or OpenAI's preference format (`input.messages`, `preferred_output`,
+`non_preferred_output`).
 
 The texts are kept as they are: a response is scored (reward) or trained (DPO) as the
 plain text prompt + response, the way PPO later scores a rollout of the policy. So a prompt
-should end where the response begins (for example "Question: ...\\nAnswer:").
+should end where the response begins (for example "Question: ...\nAnswer:"). OpenAI's
+chat rows become such texts through the model's chat template: the prompt as the template
+renders it up to the assistant's turn, each response as what the template adds after it.
 """
 
 from typing import Any
 
+from tunesmith.spec.data_formats import (
+    PreferenceChat,
+    RowFormat,
+    detect_row_format,
+    preference_chat,
+)
 from worker.context import JobContext
 from worker.failures import InvalidData
 
 
-def preference_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
-            for r in rows]
+def _as_text(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(m["content"] for m in messages)
 
 
-def job_pairs(ctx: JobContext) -> tuple[list[dict[str, str]], list[dict[str, str]] | None]:
+def _chat_pair(chat: PreferenceChat, tokenizer: Any) -> dict[str, str]:
+    if not getattr(tokenizer, "chat_template", None):
+        return {"prompt": _as_text(chat.prompt) + "\n", "chosen": _as_text(chat.chosen),
+                "rejected": _as_text(chat.rejected)}
+    prompt = tokenizer.apply_chat_template(chat.prompt, tools=chat.tools, tokenize=False,
+                                           add_generation_prompt=True)
+
+    def response(messages: list[dict[str, Any]]) -> str:
+        full = tokenizer.apply_chat_template(chat.prompt + messages, tools=chat.tools,
+                                             tokenize=False)
+        return full[len(prompt):] if full.startswith(prompt) else _as_text(messages)
+
+    return {"prompt": prompt, "chosen": response(chat.chosen),
+            "rejected": response(chat.rejected)}
+
+
+def preference_rows(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, str]]:
+    out = []
+    for row in rows:
+        if detect_row_format(row) == RowFormat.openai_preference:
+            out.append(_chat_pair(preference_chat(row), tokenizer))
+        else:
+            out.append({"prompt": row["prompt"], "chosen": row["chosen"],
+                        "rejected": row["rejected"]})
+    return out
+
+
+def job_pairs(ctx: JobContext, tokenizer: Any,
+              ) -> tuple[list[dict[str, str]], list[dict[str, str]] | None]:
     """The job's training pairs, and its validation pairs if it names a validation file."""
-    validation = (preference_rows(ctx.rows(ctx.spec.validation_file))
+    validation = (preference_rows(ctx.rows(ctx.spec.validation_file), tokenizer)
                   if ctx.spec.validation_file else None)
-    return preference_rows(ctx.rows(ctx.spec.training_file)), validation
+    return preference_rows(ctx.rows(ctx.spec.training_file), tokenizer), validation
 
 
 def check_pairs_fit(ctx: JobContext, kept: int, given: int, *, max_seq_length: int,

@@ -84,6 +84,7 @@ def unify_shapes(tasks: list[TaskData]) -> list[TaskData]:
         # the one the job asks for (the template marks assistant turns, or the loss is on
         # every token), so prompt/completion rows joined into messages train the same way.
         return [TaskData(t.name, t.weight,
-                         [r if "messages" in r else {"messages": r["prompt"] + r["completion"]}
+                         [r if "messages" in r else {"messages": r["prompt"] + r["completion"],
+                                                       "tools": r.get("tools")}
                           for r in t.rows], t.param) for t in tasks]
     return tasks

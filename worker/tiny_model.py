@@ -11,13 +11,23 @@ from pathlib import Path
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 # `{% generation %}` marks what the assistant says, so trl can train on those tokens
-# only (assistant_only_loss). The prompt ends with the assistant tag, so a model asked
-# with add_generation_prompt=True answers straight away.
+# only (assistant_only_loss); an assistant turn with `weight` 0 is left unmarked, so it is
+# context and no loss (worker/sft_data.py relies on this template reading `weight`). Tool
+# definitions open the conversation as a system turn; tool calls are part of what the
+# assistant says. The prompt ends with the assistant tag, so a model asked with
+# add_generation_prompt=True answers straight away.
 CHAT_TEMPLATE = (
+    "{% macro said(message) %}{{ message['content'] or '' }}"
+    "{% for call in message.get('tool_calls') or [] %}"
+    "{{ '<tool_call>' + call['function']['name'] + ' ' + call['function']['arguments']"
+    " + '</tool_call>' }}{% endfor %}{{ '<|end|>' }}{% endmacro %}"
+    "{% if tools %}{{ '<|system|>\nTools: ' + (tools | tojson) + '<|end|>\n' }}{% endif %}"
     "{% for message in messages %}"
     "{% if message['role'] == 'assistant' %}"
-    "{{ '<|assistant|>\n' }}{% generation %}{{ message['content'] + '<|end|>' }}"
-    "{% endgeneration %}{{ '\n' }}"
+    "{{ '<|assistant|>\n' }}"
+    "{% if message.get('weight') == 0 %}{{ said(message) }}"
+    "{% else %}{% generation %}{{ said(message) }}{% endgeneration %}{% endif %}"
+    "{{ '\n' }}"
     "{% else %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"

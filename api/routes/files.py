@@ -19,24 +19,32 @@ from tunesmith import storage
 from tunesmith.db.models import File, Job
 from tunesmith.ids import new_id
 from tunesmith.jobs.states import TERMINAL
+from tunesmith.json_input import Line, iter_lines
 from tunesmith.settings import settings
-from tunesmith.spec.data_formats import check_jsonl
+from tunesmith.spec.data_formats import FileCheck, check_jsonl
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 PURPOSES = {"fine-tune", "fine-tune-results", "batch", "user_data", "assistants"}
 
 
-def _lines(path: Path) -> Iterator[bytes]:
-    limit = settings.max_line_bytes
+def _lines(path: Path) -> Iterator[Line]:
+    # The worker reads the stored file through the same reader (worker/context.py).
     with path.open("rb") as handle:
-        # Read at most one byte past the line limit, so a 50 MB line costs no 50 MB of memory;
-        # the rest of an over-long line is skipped (the check reports the line as too long).
-        while line := handle.readline(limit + 1):
-            if len(line) > limit and not line.endswith(b"\n"):
-                while (rest := handle.readline(storage.CHUNK)) and not rest.endswith(b"\n"):
-                    pass
-            yield line.rstrip(b"\r\n")
+        yield from iter_lines(handle, max_line_bytes=settings.max_line_bytes)
+
+
+def _refusal(filename: str, check: FileCheck) -> InvalidRequest:
+    """The bad lines, first ones in the message and all kept ones in `details`."""
+    problems = check.problems
+    said = [f"line {p.line}: {p.message}" if p.line else p.message for p in problems]
+    bad = len(problems) + check.more_problems
+    message = f"{filename}: {said[0]}"
+    if bad > 1:
+        message += f" (and {bad - 1} more bad lines: " + "; ".join(said[1:])
+        message += (f"; {check.more_problems} more not listed)" if check.more_problems else ")")
+    details = [{"line": p.line, "message": p.message} for p in problems]
+    return InvalidRequest(message, param="file", code="invalid_file", details=details)
 
 
 async def _spool(upload: UploadFile, target: Path) -> tuple[int, str]:
@@ -88,14 +96,7 @@ async def create_file(
         check = check_jsonl(_lines(partial), max_line_bytes=settings.max_line_bytes,
                             max_rows=settings.max_rows_per_file)
         if not check.ok:
-            first = check.problems[0]
-            where = f"line {first.line}: " if first.line else ""
-            more = len(check.problems) - 1
-            raise InvalidRequest(
-                f"{filename}: {where}{first.message}" + (f" (and {more} more bad lines)"
-                                                         if more else ""),
-                param="file", code="invalid_file",
-            )
+            raise _refusal(filename, check)
         row = File(id=file_id, project_id=project.id, filename=filename, purpose=purpose,
                    bytes=size, sha256=sha256, format=check.format.value, row_count=check.rows)
         session.add(row)

@@ -1,6 +1,5 @@
 """`/v1/fine_tuning/jobs`: create, list, retrieve and cancel fine-tuning jobs."""
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from tunesmith.db.models import File, Job, Project
 from tunesmith.ids import new_id
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import TERMINAL, JobStatus, change_status
+from tunesmith.json_input import JSONInputError, parse_body
 from tunesmith.model_modules import matches, short_names, weight_modules
 from tunesmith.models import BadModelName, ModelLocation, ModelNotFound, resolve_model
 from tunesmith.queue import dispatch_job, queue_for
@@ -102,12 +102,14 @@ def _check_target_modules(targets: list[str], location: ModelLocation) -> None:
 
 
 def _parse_spec(raw: bytes) -> JobSpec:
-    try:
-        body = json.loads(raw or b"null")
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"Body is not JSON: {exc.msg} (column {exc.colno}).") from exc
-    except UnicodeDecodeError as exc:  # json.loads decodes bytes first
-        raise InvalidRequest(f"Body is not UTF-8 JSON: bad byte at offset {exc.start}.") from exc
+    # The one JSON reader of user input (tunesmith/json_input.py): no NaN/Infinity, no
+    # oversized integers, no deep nesting, no lone surrogates, none of which could be
+    # stored and read back.
+    try:  # raw_body has already refused a body over the size limit with 413
+        body = parse_body(raw or b"null", max_bytes=settings.max_job_body_bytes)
+    except JSONInputError as exc:
+        raise InvalidRequest(f"{exc.field + ': ' if exc.field else ''}Body is not usable JSON: "
+                             f"{exc.message}.", param=exc.field) from exc
     if not isinstance(body, dict):
         raise InvalidRequest("Body must be a JSON object with at least model and training_file.")
     try:

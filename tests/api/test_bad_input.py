@@ -472,3 +472,103 @@ def test_artifact_names_cannot_escape_the_job_folder(owner: Project, name: str) 
     response = owner.http.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts/{name}")
     assert response.status_code == 404
     assert "root:" not in response.text
+
+
+# -- input the one JSON reader refuses (tunesmith/json_input.py), and the new row formats ----
+
+@dataclass(frozen=True)
+class ParserCase:
+    id: str
+    route: str  # "files": `content` is the uploaded file; "jobs": the raw job body
+    content: bytes
+    status: int
+    says: tuple[str, ...]  # each must appear in the message (case-insensitive)
+    param: str | None = None  # for job bodies: the field the error names
+
+
+_SPEC = b'{"model": "tiny-llama", "training_file": "@good", "method": {"type": "supervised"}, '
+PARSER_CASES = [
+    ParserCase("upload-huge-integer", "files", _lines(GOOD_ROW.encode(), b'{"text": "a", "n": '
+               + b"9" * 5000 + b"}"), 400, ("line 2", "n: an integer of 5000 digits")),
+    ParserCase("upload-deep-nesting", "files", _lines(b'{"text": "a", "x": ' + b"[" * 100_000
+               + b"]" * 100_000 + b"}"), 400, ("line 1", "nested deeper")),
+    ParserCase("upload-nan", "files", _lines(b'{"text": "a", "score": NaN}'), 400,
+               ("line 1", "score: NaN")),
+    ParserCase("upload-infinity", "files", _lines(GOOD_ROW.encode(), GOOD_ROW.encode(),
+                                                  b'{"text": "a", "score": 1e999}'), 400,
+               ("line 3", "score", "infinity")),
+    ParserCase("upload-lone-surrogate", "files", _lines(b'{"text": "caf\\ud800"}'), 400,
+               ("line 1", "text: a lone surrogate")),
+    ParserCase("upload-surrogate-in-message", "files", _lines(json.dumps({"messages": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": "\ud800"}]},
+        ensure_ascii=True).encode()), 400, ("line 1", "messages[1].content", "surrogate")),
+    # A bare \r is not a line break (the worker used to split there, the upload did not).
+    ParserCase("upload-two-rows-split-by-a-bare-cr", "files",
+               b'{"text": "a"}\r{"text": "b"}\n', 400, ("line 1", "invalid json")),
+    ParserCase("upload-weight-not-0-or-1", "files", _lines({"messages": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 2}]}),
+               400, ("line 1", "messages[1].weight", "0 or 1")),
+    ParserCase("upload-every-turn-weight-0", "files", _lines({"messages": [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0}]}),
+               400, ("line 1", "weight 1")),
+    ParserCase("upload-image-content-part", "files", _lines({"messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+        {"role": "assistant", "content": "a"}]}), 400, ("line 1", "messages[0].content[0]")),
+    ParserCase("upload-tool-call-from-the-user", "files", _lines({"messages": [
+        {"role": "user", "content": "q", "tool_calls": [{"function": {"name": "f"}}]},
+        {"role": "assistant", "content": "a"}]}), 400, ("line 1", "messages[0].tool_calls")),
+    ParserCase("upload-sharegpt-unknown-speaker", "files", _lines({"conversations": [
+        {"from": "robot", "value": "q"}, {"from": "gpt", "value": "a"}]}), 400,
+               ("line 1", "conversations[0].from")),
+    ParserCase("upload-openai-preference-same-outputs", "files", _lines({
+        "input": {"messages": [{"role": "user", "content": "q"}]},
+        "preferred_output": [{"role": "assistant", "content": "a"}],
+        "non_preferred_output": [{"role": "assistant", "content": "a"}]}), 400,
+               ("line 1", "preferred_output")),
+    ParserCase("job-nan-alpha", "jobs", _SPEC + b'"tuning": {"type": "lora", "alpha": NaN}}',
+               400, ("nan",), "tuning.alpha"),
+    ParserCase("job-infinite-learning-rate", "jobs", _SPEC.replace(
+        b'{"type": "supervised"}', b'{"type": "supervised", "supervised": {"hyperparameters": '
+        b'{"learning_rate": 1e999}}}') + b'"tuning": {"type": "lora"}}', 400, ("infinity",),
+               "method.supervised.hyperparameters.learning_rate"),
+    ParserCase("job-huge-integer-seed", "jobs", _SPEC + b'"seed": ' + b"1" * 5000 + b"}", 400,
+               ("5000 digits",), "seed"),
+    ParserCase("job-surrogate-in-metadata", "jobs", _SPEC + b'"metadata": {"k": "\\udc00"}}',
+               400, ("surrogate",), "metadata.k"),
+    ParserCase("job-deep-nesting", "jobs", _SPEC + b'"metadata": {"k": ' + b"[" * 50_000
+               + b"]" * 50_000 + b"}}", 400, ("nested deeper",)),
+    ParserCase("job-body-over-a-mebibyte", "jobs", _SPEC + b'"metadata": {"k": "'
+               + b"x" * (2 << 20) + b'"}}', 413, ("limit",)),
+]
+
+
+@pytest.mark.parametrize("case", PARSER_CASES, ids=[c.id for c in PARSER_CASES])
+def test_input_the_json_reader_refuses_is_named_and_leaves_nothing(  # type: ignore[no-untyped-def]
+        stack, owner: Project, files: dict[str, str], case: ParserCase) -> None:
+    before = _leftovers(stack, owner)
+    if case.route == "files":
+        response = owner.http.post("/v1/files", files={"file": ("data.jsonl", case.content)},
+                                   data={"purpose": "fine-tune"})
+        error = _assert_refused(response, (case.status,), case.says)
+        assert error["param"] == "file", error
+    else:
+        body = case.content.replace(b"@good", files["good"].encode())
+        response = owner.http.post("/v1/fine_tuning/jobs", content=body,
+                                   headers={"Content-Type": "application/json"})
+        _assert_refused(response, (case.status,), case.says, case.param)
+    assert _leftovers(stack, owner) == before
+
+
+def test_an_upload_with_300_bad_lines_reports_the_first_100_by_number(owner: Project) -> None:
+    bad = [b'{"text": ' + str(i).encode() + b"}" for i in range(300)]  # text is not a string
+    content = _lines(GOOD_ROW.encode(), *[row for pair in zip(bad, [b""] * 300, strict=True)
+                                          for row in pair])
+    response = owner.http.post("/v1/files", files={"file": ("many.jsonl", content)},
+                               data={"purpose": "fine-tune"})
+    error = _assert_refused(response, (400,), ("many.jsonl", "line 2", "299 more"))
+    # Bad lines are 2, 4, ..., 600 (blank lines between them); the first 100 are listed.
+    wanted = list(range(2, 202, 2))
+    assert [d["line"] for d in error["details"]] == wanted, error["details"][:5]
+    assert all('"text" must be a string' in d["message"] for d in error["details"])
+    for line in wanted:
+        assert f"line {line}: " in error["message"]

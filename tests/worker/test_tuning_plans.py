@@ -19,7 +19,7 @@ from tunesmith.spec.job import JobSpec
 from tunesmith.spec.tunings import NO_ACTIVATION_CHECKPOINTING, PROMPT_LEARNING, TUNING_CLASSES
 from worker.context import JobContext
 from worker.registry import TUNINGS, load_all, tuning
-from worker.sft_data import sft_loss_options, to_sft_row
+from worker.sft_data import sft_loss_options, to_sft_rows
 from worker.tiny_model import build_tiny_model
 from worker.tunings.prompt_learning import ENCODER_STATE
 
@@ -122,7 +122,7 @@ def train(tiny: Path, tuning_spec: dict[str, Any], out: Path, *, steps: int,
     set_seed(0)
     model = wrapped(tiny, tuning_spec)
     tokenizer = AutoTokenizer.from_pretrained(tiny)
-    rows = [to_sft_row(r, tokenizer, assistant_only=True) for r in bundled_instructions()]
+    rows = to_sft_rows(bundled_instructions(), tokenizer, assistant_only=True)
     args = SFTConfig(
         output_dir=str(out), max_steps=steps, per_device_train_batch_size=8, learning_rate=3e-2,
         bf16=False, gradient_checkpointing=False, use_cpu=True, save_strategy="steps",

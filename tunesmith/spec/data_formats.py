@@ -1,26 +1,47 @@
 """JSONL row formats, and the validation of an uploaded file against them (no torch)."""
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from tunesmith.json_input import JSONInputError, Line, parse_row
+from tunesmith.spec import chat_messages
+from tunesmith.spec.chat_messages import RowError
+
+__all__ = ["ChatRow", "FileCheck", "LineProblem", "PreferenceChat", "RowError",
+           "RowFormat", "chat_row", "check_jsonl", "detect_row_format", "preference_chat"]
+
 
 class RowFormat(StrEnum):
-    messages = "messages"  # {"messages": [{"role": ..., "content": ...}, ...]}
+    # {"messages": [...], "tools"?: [...]}: OpenAI's chat format, with tool calls and weights
+    messages = "messages"
+    sharegpt = "sharegpt"  # {"conversations": [{"from": "human"|"gpt"|"system", "value"}]}
     prompt_completion = "prompt_completion"  # {"prompt": ..., "completion": ...}
     alpaca = "alpaca"  # {"instruction": ..., "input": ..., "output": ...}
     text = "text"  # {"text": ...}
     preference = "preference"  # {"prompt": ..., "chosen": ..., "rejected": ...}
+    # OpenAI's DPO format: {"input": {"messages", "tools"?}, "preferred_output": [assistant
+    # message], "non_preferred_output": [assistant message]}
+    openai_preference = "openai_preference"
     prompt = "prompt"  # {"prompt": ..., "answer"?: ...}
 
 
-ROLES = {"system", "user", "assistant", "developer", "tool"}
+CHAT_FORMATS = frozenset({RowFormat.messages, RowFormat.sharegpt})
 
 
-class RowError(ValueError):
-    """A row that fits no format; the message says what is wrong with it."""
+@dataclass(frozen=True)
+class ChatRow:
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class PreferenceChat:
+    prompt: list[dict[str, Any]]
+    chosen: list[dict[str, Any]]
+    rejected: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
 
 
 def _text(row: dict[str, Any], key: str) -> str:
@@ -32,22 +53,48 @@ def _text(row: dict[str, Any], key: str) -> str:
     return value
 
 
+def chat_row(row: dict[str, Any]) -> ChatRow:
+    """The canonical messages and tools of a messages or ShareGPT row."""
+    if "conversations" in row:
+        return ChatRow(chat_messages.sharegpt_messages(row), None)
+    return ChatRow(chat_messages.messages(row), chat_messages.tools(row))
+
+
+def _output(row: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = row.get(key)
+    if not isinstance(value, list) or not value:
+        raise RowError(f'"{key}" must be a non-empty list of assistant messages')
+    out = [chat_messages.message(m, f"{key}[{i}]") for i, m in enumerate(value)]
+    if not any(chat_messages.trains(m) for m in out):
+        raise RowError(f'"{key}" needs a non-empty assistant message')
+    return out
+
+
+def preference_chat(row: dict[str, Any]) -> PreferenceChat:
+    """The parts of a row in OpenAI's preference format, checked."""
+    source = row.get("input")
+    if not isinstance(source, dict):
+        raise RowError('"input" must be an object with "messages"')
+    raw = source.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise RowError('"input.messages" must be a non-empty list')
+    prompt = [chat_messages.message(m, f"input.messages[{i}]") for i, m in enumerate(raw)]
+    chosen, rejected = _output(row, "preferred_output"), _output(row, "non_preferred_output")
+    if chosen == rejected:
+        raise RowError('"preferred_output" and "non_preferred_output" are the same')
+    return PreferenceChat(prompt, chosen, rejected, chat_messages.tools(source, "input.tools"))
+
+
 def detect_row_format(row: Any) -> RowFormat:
     """The format of one parsed row, or RowError naming the field at fault."""
     if not isinstance(row, dict):
         raise RowError("a row must be a JSON object")
-    if "messages" in row:
-        messages = row["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise RowError('"messages" must be a non-empty list')
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict) or message.get("role") not in ROLES:
-                raise RowError(f"messages[{i}].role must be one of {sorted(ROLES)}")
-            if not isinstance(message.get("content"), str):
-                raise RowError(f"messages[{i}].content must be a string")
-        if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
-            raise RowError("messages needs at least one non-empty assistant message")
-        return RowFormat.messages
+    if "messages" in row or "conversations" in row:
+        chat_row(row)
+        return RowFormat.messages if "messages" in row else RowFormat.sharegpt
+    if "preferred_output" in row or "non_preferred_output" in row:
+        preference_chat(row)
+        return RowFormat.openai_preference
     if "chosen" in row or "rejected" in row:
         _text(row, "prompt")
         chosen, rejected = _text(row, "chosen"), _text(row, "rejected")
@@ -73,8 +120,9 @@ def detect_row_format(row: Any) -> RowFormat:
             raise RowError('"answer" must be a string')
         return RowFormat.prompt
     raise RowError(
-        "no known format: expected one of messages | prompt+completion | instruction+output | "
-        "text | prompt+chosen+rejected | prompt"
+        "no known format: expected one of messages | conversations (ShareGPT) | "
+        "prompt+completion | instruction+output | text | prompt+chosen+rejected | "
+        "input+preferred_output+non_preferred_output | prompt"
     )
 
 
@@ -91,6 +139,8 @@ class FileCheck:
     format: RowFormat | None = None
     rows: int = 0
     problems: list[LineProblem] = field(default_factory=list)
+    # Bad lines past `max_problems` are counted, not kept.
+    more_problems: int = 0
 
     @property
     def ok(self) -> bool:
@@ -98,54 +148,42 @@ class FileCheck:
 
 
 def check_jsonl(
-    lines: Iterable[bytes], *, max_line_bytes: int, max_rows: int | None = None,
-    max_problems: int = 20,
+    lines: Iterable[Line], *, max_line_bytes: int, max_rows: int | None = None,
+    max_problems: int = 100,
 ) -> FileCheck:
-    """Validate JSONL: every line one row, all rows of one format. Blank lines are skipped."""
+    """Validate JSONL (lines as `tunesmith.json_input.iter_lines` reads them, the same
+    reader the worker uses): every line one row, all rows of one format. Blank lines are
+    skipped. The first `max_problems` bad lines are kept; the rest are counted."""
     check = FileCheck()
-    for number, raw in enumerate(lines, start=1):
-        if len(check.problems) >= max_problems:
-            break
+
+    def problem(number: int, message: str) -> None:
+        if len(check.problems) < max_problems:
+            check.problems.append(LineProblem(number, message))
+        else:
+            check.more_problems += 1
+
+    for line in lines:
         if max_rows is not None and check.rows >= max_rows:
-            check.problems.append(LineProblem(
-                number, f"the file has more than {max_rows} rows, the most one upload may hold"))
+            problem(line.number,
+                    f"the file has more than {max_rows} rows, the most one upload may hold")
             break
-        if len(raw) > max_line_bytes:
-            check.problems.append(
-                LineProblem(number, f"line is longer than the limit of {max_line_bytes} bytes")
-            )
-            continue
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            check.problems.append(
-                LineProblem(number, f"not UTF-8 ({exc.reason} at byte {exc.start})")
-            )
+            row = parse_row(line, max_line_bytes=max_line_bytes)
+        except JSONInputError as exc:
+            problem(line.number, exc.describe().removeprefix(f"line {line.number}: "))
             continue
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            check.problems.append(
-                LineProblem(number, f"invalid JSON: {exc.msg} (column {exc.colno})")
-            )
+        if row is None:
             continue
         try:
             row_format = detect_row_format(row)
         except RowError as exc:
-            check.problems.append(LineProblem(number, str(exc)))
+            problem(line.number, str(exc))
             continue
         if check.format is None:
             check.format = row_format
         elif row_format != check.format:
-            check.problems.append(
-                LineProblem(
-                    number,
-                    f"row is {row_format.value} but earlier rows are {check.format.value}; "
-                    "one file holds one format",
-                )
-            )
+            problem(line.number, f"row is {row_format.value} but earlier rows are "
+                                 f"{check.format.value}; one file holds one format")
             continue
         check.rows += 1
     if check.rows == 0 and not check.problems:

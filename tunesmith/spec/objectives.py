@@ -220,14 +220,17 @@ WEIGHT_TUNINGS = frozenset({"full", "lora", "qlora"})
 ALL_TUNINGS = WEIGHT_TUNINGS | {"adapter"} | PROMPT_LEARNING
 
 # What each objective reads from its training file, and which tunings it works with.
+SUPERVISED_FORMATS = frozenset({RowFormat.messages, RowFormat.sharegpt,
+                                RowFormat.prompt_completion, RowFormat.alpaca})
+PREFERENCE_FORMATS = frozenset({RowFormat.preference, RowFormat.openai_preference})
 TRAINING_FORMATS: dict[str, frozenset[RowFormat]] = {
-    "supervised": frozenset({RowFormat.messages, RowFormat.prompt_completion, RowFormat.alpaca}),
+    "supervised": SUPERVISED_FORMATS,
     "pretraining": frozenset({RowFormat.text}),
-    "multitask": frozenset({RowFormat.messages, RowFormat.prompt_completion, RowFormat.alpaca}),
-    "reward": frozenset({RowFormat.preference}),
+    "multitask": SUPERVISED_FORMATS,
+    "reward": PREFERENCE_FORMATS,
     "ppo": frozenset({RowFormat.prompt, RowFormat.prompt_completion, RowFormat.preference}),
-    "rlhf": frozenset({RowFormat.messages, RowFormat.prompt_completion, RowFormat.alpaca}),
-    "dpo": frozenset({RowFormat.preference}),
+    "rlhf": SUPERVISED_FORMATS,
+    "dpo": PREFERENCE_FORMATS,
     "grpo": frozenset({RowFormat.prompt}),
 }
 SUPPORTED_TUNINGS: dict[str, frozenset[str]] = {

@@ -32,7 +32,7 @@ def run(ctx: JobContext) -> None:
     config = method.dpo
 
     tokenizer = load_tokenizer(ctx)
-    rows, eval_rows = job_pairs(ctx)
+    rows, eval_rows = job_pairs(ctx, tokenizer)
 
     job = setup(ctx, config.hyperparameters, rows=len(rows),
                 model_max_length=tokenizer.model_max_length)

@@ -19,7 +19,7 @@ from worker.failures import InvalidData
 from worker.modeling import count_parameters, load_model, load_tokenizer
 from worker.registry import register_objective
 from worker.saving import save_result
-from worker.sft_data import sft_loss_options, to_sft_row
+from worker.sft_data import must_split, sft_loss_options, to_sft_row
 from worker.task_losses import TASK_KEY, VALIDATION_KEY, PerTaskLossTrainer
 from worker.task_mixture import (
     TRAINING_FILE_TASK,
@@ -42,9 +42,15 @@ def run(ctx: JobContext) -> None:
 
     tokenizer = load_tokenizer(ctx)
 
+    files = [t.file for t in config.tasks] + [f for f in (ctx.spec.training_file,
+                                                          ctx.spec.validation_file) if f]
+    raw = {file_id: ctx.rows(file_id) for file_id in files}
+    # Every file's rows become rows of one shape (see worker/sft_data.py).
+    split = must_split([r for rows in raw.values() for r in rows], tokenizer,
+                       assistant_only=config.completion_only_loss)
+
     def sft_rows(file_id: str) -> list[dict[str, Any]]:
-        return [to_sft_row(r, tokenizer, assistant_only=config.completion_only_loss)
-                for r in ctx.rows(file_id)]
+        return [to_sft_row(r, tokenizer, split=split) for r in raw[file_id]]
 
     tasks = [TaskData(t.name, t.weight, sft_rows(t.file), f"method.multitask.tasks[{i}].file")
              for i, t in enumerate(config.tasks)]

@@ -41,7 +41,7 @@ def run(ctx: JobContext) -> None:
     config = method.reward
 
     tokenizer = load_tokenizer(ctx)
-    rows, eval_rows = job_pairs(ctx)
+    rows, eval_rows = job_pairs(ctx, tokenizer)
 
     job = setup(ctx, config.hyperparameters, rows=len(rows),
                 model_max_length=tokenizer.model_max_length)

@@ -10,7 +10,7 @@ from worker.length_check import report_truncation, row_lengths
 from worker.modeling import count_parameters, load_model, load_tokenizer
 from worker.registry import register_objective
 from worker.saving import save_result
-from worker.sft_data import sft_loss_options, to_sft_row
+from worker.sft_data import must_split, sft_loss_options, to_sft_row
 from worker.training import run_trainer, setup, trainer_arguments
 
 
@@ -21,11 +21,12 @@ def run(ctx: JobContext) -> None:
     config = method.supervised
 
     tokenizer = load_tokenizer(ctx)
-    rows = [to_sft_row(r, tokenizer, assistant_only=config.completion_only_loss)
-            for r in ctx.rows(ctx.spec.training_file)]
-    eval_rows = ([to_sft_row(r, tokenizer, assistant_only=config.completion_only_loss)
-                  for r in ctx.rows(ctx.spec.validation_file)]
-                 if ctx.spec.validation_file else None)
+    raw = ctx.rows(ctx.spec.training_file)
+    raw_eval = ctx.rows(ctx.spec.validation_file) if ctx.spec.validation_file else []
+    # Both files become rows of one shape (see worker/sft_data.py).
+    split = must_split(raw + raw_eval, tokenizer, assistant_only=config.completion_only_loss)
+    rows = [to_sft_row(r, tokenizer, split=split) for r in raw]
+    eval_rows = [to_sft_row(r, tokenizer, split=split) for r in raw_eval] or None
 
     job = setup(ctx, config.hyperparameters, rows=len(rows),
                 model_max_length=tokenizer.model_max_length)
