@@ -85,7 +85,7 @@ class _Hooks:
         value = float(text)
         if not math.isfinite(value):
             return self._refuse(f"the number {text[:40]} is too large for a float (it would "
-                                "be Infinity)")
+                                "be Infinity); send a finite number")
         return value
 
 

@@ -198,7 +198,7 @@ JOB_CASES = [
     JobCase("metadata-value-not-a-string", {"metadata": {"k": 1}}, SCHEMA, "metadata.k",
             ("string",)),
     # A lone surrogate (an escape JSON allows) was stored, then broke the project's listings.
-    JobCase("metadata-lone-surrogate", {"metadata": {"k": "a\ud800"}}, SCHEMA, "metadata",
+    JobCase("metadata-lone-surrogate", {"metadata": {"k": "a\ud800"}}, SCHEMA, "metadata.k",
             ("unicode",)),
     JobCase("training-file-id-of-10000-characters", {"training_file": "file-" + "x" * 10_000},
             SCHEMA, "training_file", ("at most 64",)),
