@@ -18,15 +18,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from tunesmith import storage
-from tunesmith.db.models import Artifact, Job
+from tunesmith.db.models import Job
 from tunesmith.db.session import session_scope
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import JobStatus, change_status, claim_job, renew_lease
 from tunesmith.settings import settings
 from worker.db_retry import is_db_outage, with_db_retry
 from worker.launch import TrainingProcess, start_training
+from worker.results_file import add_results_file, discard_results_files
 from worker.train import ERROR_FILE, EXIT_STOPPED
 
 log = logging.getLogger(__name__)
@@ -182,28 +184,30 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
                 return JobStatus.paused
             ending = JobStatus.cancelled  # a cancel came while it was pausing
         if ending == JobStatus.cancelled:
+            results = add_results_file(session, job)
             done = change_status(session, job_id, JobStatus.cancelled,
                                  "Job cancelled; training stopped",
-                                 expect={JobStatus.cancelling}, owner=worker_id)
-            return JobStatus.cancelled if done else "lost"
+                                 expect={JobStatus.cancelling}, owner=worker_id,
+                                 result_files=results)
+            return JobStatus.cancelled if done else _lost(session, results)
         if ending == JobStatus.failed:
+            results = add_results_file(session, job)
             done = change_status(
                 session, job_id, JobStatus.failed, "Job stopped at its time limit",
-                level="error", owner=worker_id,
+                level="error", owner=worker_id, result_files=results,
                 error={"code": "timeout", "param": None,
                        "message": f"The job ran past the limit of "
                                   f"{settings.job_time_limit_seconds:.0f} s."})
-            return JobStatus.failed if done else "lost"
+            return JobStatus.failed if done else _lost(session, results)
         if code == 0:
-            names = session.scalars(sa.select(Artifact.name).where(Artifact.job_id == job_id)
-                                    .order_by(Artifact.name)).all()
+            results = add_results_file(session, job)
             suffix = f":{job.suffix}" if job.suffix else ""
             done = change_status(
                 session, job_id, JobStatus.succeeded, "The job has successfully completed",
                 owner=worker_id,
                 fine_tuned_model=f"ft:{job.model}:{job.project_id}{suffix}:{job.id}",
-                result_files=list(names))
-            return JobStatus.succeeded if done else "lost"
+                result_files=results)
+            return JobStatus.succeeded if done else _lost(session, results)
         if ending == JobStatus.queued or code == EXIT_STOPPED:
             # SIGTERM from the host, not from the API: the worker is shutting down or the
             # node is preempted. The child saved a checkpoint (unless the signal came before
@@ -217,13 +221,21 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
                 worker_id=None, lease_expires_at=None, dispatched_at=None)
             return JobStatus.queued if done else "lost"
         error = _read_error(job_id, code)
+        results = add_results_file(session, job)
         add_event(session, job_id, "Training log tail:\n" + _log_tail(job_id), level="error")
         if not change_status(session, job_id, JobStatus.failed,
                              f"Job failed: {error['message']}", level="error", error=error,
-                             event_data={"code": error["code"]}, owner=worker_id):
-            session.rollback()  # not ours any more: the log tail is not this job's story
-            return "lost"
+                             event_data={"code": error["code"]}, owner=worker_id,
+                             result_files=results):
+            # Not ours any more: the log tail and the results are not this job's story.
+            return _lost(session, results)
         return JobStatus.failed
+
+
+def _lost(session: Session, results: list[str]) -> str:
+    """The job's final status was another's to write: what we prepared for it goes."""
+    discard_results_files(session, results)
+    return "lost"
 
 
 def _read_error(job_id: str, code: int) -> dict[str, str | None]:

@@ -74,7 +74,9 @@ def test_queued_job_cancels_at_once_and_running_one_stops_in_seconds(
     started = time.monotonic()
     response = project.http.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
     assert response.status_code == 200, response.text
-    assert response.json()["status"] in ("cancelling", "cancelled")
+    # OpenAI's status stays in its enum; ours says the stop is under way.
+    assert (response.json()["status"], response.json()["status_detail"]) in (
+        ("running", "cancelling"), ("cancelled", "cancelled"))
     done = project.wait(job_id, timeout=CANCEL_WITHIN_SECONDS + 5)
     took = time.monotonic() - started
     print(f"running job {job_id} cancelled in {took:.1f}s")
