@@ -27,13 +27,12 @@ VALID_METRICS = ("valid_loss", "valid_mean_token_accuracy", "full_valid_loss",
 def openai_metrics(logs: dict[str, float]) -> dict[str, float]:
     """One log of a trainer in our vocabulary plus OpenAI's names."""
     data: dict[str, float] = {}
-    summary = "train_runtime" in logs
     for key, value in logs.items():
         if not isinstance(value, int | float) or key in ("epoch", "step"):
             continue
-        if summary and key == "train_loss":
-            # The end-of-training summary's loss is a mean over the run (or its resumed
-            # part), not a step's loss: under OpenAI's name it would read as the last step's.
+        if key == "train_loss":
+            # Only the end-of-training summary logs this key (steps log `loss`): a mean over
+            # the run, or its resumed part. Under OpenAI's name it would read as a step's.
             data["mean_train_loss"] = value
             continue
         data[RENAMES.get(key, key)] = value

@@ -32,8 +32,8 @@ def step_rows(metrics: Iterable[dict[str, Any] | None]) -> list[dict[str, Any]]:
     keeps its latest values. Each stage of a multi-stage job has its own steps."""
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for data in metrics:
-        if not data or "step" not in data or "train_runtime" in data:
-            continue  # not a step (the end-of-training summary averages over the run)
+        if not data or "step" not in data:
+            continue
         values = {column: next(data[k] for k in keys if k in data)
                   for column, keys in COLUMNS.items() if any(k in data for k in keys)}
         if values:

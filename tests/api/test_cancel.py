@@ -48,8 +48,8 @@ def file_id(project: Project) -> str:
 
 @pytest.fixture(scope="module")
 def running(project: Project, file_id: str) -> dict[str, Any]:
-    """A job of 1,600 steps (minutes here), caught while its trainer is stepping."""
-    job = project.create_job(_spec(file_id, n_epochs=100, batch_size=1, logging_steps=2))
+    """A job of 800 steps (a minute or more here), caught while its trainer is stepping."""
+    job = project.create_job(_spec(file_id, n_epochs=50, batch_size=1, logging_steps=2))
     project.wait_for_step(job["id"], 1)
     pid = _training_pid(project, job["id"])
     assert pid is not None
