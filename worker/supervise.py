@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from tunesmith import storage
 from tunesmith.db.models import Job
@@ -28,7 +27,6 @@ from tunesmith.jobs.states import JobStatus, change_status, claim_job, renew_lea
 from tunesmith.settings import settings
 from worker.db_retry import is_db_outage, with_db_retry
 from worker.launch import TrainingProcess, start_training
-from worker.results_file import add_results_file, discard_results_files
 from worker.train import ERROR_FILE, EXIT_STOPPED
 
 log = logging.getLogger(__name__)
@@ -184,30 +182,25 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
                 return JobStatus.paused
             ending = JobStatus.cancelled  # a cancel came while it was pausing
         if ending == JobStatus.cancelled:
-            results = add_results_file(session, job)
             done = change_status(session, job_id, JobStatus.cancelled,
                                  "Job cancelled; training stopped",
-                                 expect={JobStatus.cancelling}, owner=worker_id,
-                                 result_files=results)
-            return JobStatus.cancelled if done else _lost(session, results)
+                                 expect={JobStatus.cancelling}, owner=worker_id)
+            return JobStatus.cancelled if done else "lost"
         if ending == JobStatus.failed:
-            results = add_results_file(session, job)
             done = change_status(
                 session, job_id, JobStatus.failed, "Job stopped at its time limit",
-                level="error", owner=worker_id, result_files=results,
+                level="error", owner=worker_id,
                 error={"code": "timeout", "param": None,
                        "message": f"The job ran past the limit of "
                                   f"{settings.job_time_limit_seconds:.0f} s."})
-            return JobStatus.failed if done else _lost(session, results)
+            return JobStatus.failed if done else "lost"
         if code == 0:
-            results = add_results_file(session, job)
             suffix = f":{job.suffix}" if job.suffix else ""
             done = change_status(
                 session, job_id, JobStatus.succeeded, "The job has successfully completed",
                 owner=worker_id,
-                fine_tuned_model=f"ft:{job.model}:{job.project_id}{suffix}:{job.id}",
-                result_files=results)
-            return JobStatus.succeeded if done else _lost(session, results)
+                fine_tuned_model=f"ft:{job.model}:{job.project_id}{suffix}:{job.id}")
+            return JobStatus.succeeded if done else "lost"
         if ending == JobStatus.queued or code == EXIT_STOPPED:
             # SIGTERM from the host, not from the API: the worker is shutting down or the
             # node is preempted. The child saved a checkpoint (unless the signal came before
@@ -221,21 +214,13 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
                 worker_id=None, lease_expires_at=None, dispatched_at=None)
             return JobStatus.queued if done else "lost"
         error = _read_error(job_id, code)
-        results = add_results_file(session, job)
         add_event(session, job_id, "Training log tail:\n" + _log_tail(job_id), level="error")
         if not change_status(session, job_id, JobStatus.failed,
                              f"Job failed: {error['message']}", level="error", error=error,
-                             event_data={"code": error["code"]}, owner=worker_id,
-                             result_files=results):
-            # Not ours any more: the log tail and the results are not this job's story.
-            return _lost(session, results)
+                             event_data={"code": error["code"]}, owner=worker_id):
+            session.rollback()  # not ours any more: the log tail is not this job's story
+            return "lost"
         return JobStatus.failed
-
-
-def _lost(session: Session, results: list[str]) -> str:
-    """The job's final status was another's to write: what we prepared for it goes."""
-    discard_results_files(session, results)
-    return "lost"
 
 
 def _read_error(job_id: str, code: int) -> dict[str, str | None]:

@@ -1,6 +1,9 @@
 """A job's results file, as OpenAI makes it: a CSV of the logged steps, stored as a File of
 the job's project (purpose `fine-tune-results`) whose id the job lists in `result_files`,
-so `client.files.content(job.result_files[0])` reads it."""
+so `client.files.content(job.result_files[0])` reads it.
+
+Written by `change_status` as the job enters a final state, whoever ends it (its worker,
+the reaper, a cancel of a paused job), so no way of ending a job that trained skips it."""
 
 import csv
 import hashlib
@@ -12,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tunesmith import storage
-from tunesmith.db.models import File, Job, JobEvent
+from tunesmith.db.models import File, JobEvent
 from tunesmith.ids import new_id
 
 FILENAME = "step_metrics.csv"
@@ -50,30 +53,24 @@ def to_csv(rows: list[dict[str, Any]]) -> bytes:
     return out.getvalue().encode()
 
 
-def add_results_file(session: Session, job: Job) -> list[str]:
+def add_results_file(session: Session, job_id: str, project_id: str) -> list[str]:
     """Write the job's results CSV and add its File row to `session` (the caller commits
     it with the job's final status). Returns the ids for `result_files`: none for a job
     that logged no step."""
     metrics = session.scalars(sa.select(JobEvent.data).where(
-        JobEvent.job_id == job.id, JobEvent.type == "metrics").order_by(JobEvent.seq)).all()
+        JobEvent.job_id == job_id, JobEvent.type == "metrics").order_by(JobEvent.seq)).all()
     rows = step_rows(metrics)
     if not rows:
         return []
     content = to_csv(rows)
     file_id = new_id("file")
     path = storage.file_path(file_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     partial.write_bytes(content)
     partial.rename(path)
-    session.add(File(id=file_id, project_id=job.project_id, filename=FILENAME,
+    session.add(File(id=file_id, project_id=project_id, filename=FILENAME,
                      purpose="fine-tune-results", bytes=len(content),
                      sha256=hashlib.sha256(content).hexdigest(), format="csv",
                      row_count=len(rows)))
     return [file_id]
-
-
-def discard_results_files(session: Session, file_ids: list[str]) -> None:
-    """Undo add_results_file when the job's final status was not ours to write."""
-    session.rollback()
-    for file_id in file_ids:
-        storage.file_path(file_id).unlink(missing_ok=True)
