@@ -59,11 +59,6 @@ class TooLarge(APIError):
     code = "too_large"
 
 
-class UnprocessableSpec(APIError):
-    status_code = 422
-    code = "invalid_spec"
-
-
 class RateLimited(APIError):
     status_code = 429
     type = "rate_limit_error"
@@ -81,7 +76,7 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     param: str | None
-    # Validation errors (422) list every field at fault; a bad upload, its bad lines.
+    # Validation errors list every field at fault; a bad upload, its bad lines.
     details: list[dict[str, Any]] | None = None
 
 
@@ -92,14 +87,15 @@ class ErrorResponse(BaseModel):
 
 
 _DESCRIPTIONS = {
-    400: "Bad input: a value the schema allows but the server cannot use (unknown file, "
-         "bad JSONL line, ...)",
+    # OpenAI answers every invalid parameter 400 (its client raises BadRequestError); so do
+    # we, for a body that misses the schema as for a value the server cannot use.
+    400: "Bad input: a request that does not match the schema (every field at fault is "
+         "listed), or a value the server cannot use (unknown file, bad JSONL line, ...)",
     401: "No API key, a malformed one, or a revoked one",
     404: "Not there, or not this project's",
     405: "Method not allowed",
     409: "The object is in the wrong state for this request",
     413: "Too large",
-    422: "The request does not match the schema; every field at fault is listed",
     429: "Too many requests or queued jobs; see Retry-After",
     503: "The database or the broker is not answering; retry after Retry-After",
 }
@@ -176,7 +172,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 f"{p}: {m}" for p, m in problems[1:4]) + ")"
         body = error_body("invalid_request_error", "invalid_spec", message, param)
         body["error"]["details"] = [{"param": p, "message": m} for p, m in problems]
-        return JSONResponse(body, status_code=422)
+        return JSONResponse(body, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

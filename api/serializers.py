@@ -1,5 +1,6 @@
 """Rows as the JSON objects OpenAI's API returns, plus our extra fields."""
 
+import copy
 import time
 from typing import Any
 
@@ -9,19 +10,69 @@ from tunesmith.jobs.states import TERMINAL, JobStatus
 
 
 def file_object(file: File) -> dict[str, Any]:
+    # No `expires_at` or `status_details`: our files never expire and carry no status
+    # details, and OpenAI's schema types both as integer and string, never null.
     return {
         "id": file.id, "object": "file", "bytes": file.bytes, "created_at": file.created_at,
         "filename": file.filename, "purpose": file.purpose, "status": file.status,
-        "status_details": None, "expires_at": None,
         # Ours: what validation found.
         "format": file.format, "rows": file.row_count, "sha256": file.sha256,
     }
 
 
-def _openai_hyperparameters(job: Job) -> dict[str, Any]:
+# OpenAI's job statuses; our finer ones show as the OpenAI status a client should act on,
+# and in full in `status_detail`. A cancelling or pausing job still holds its worker
+# (running); a paused one waits, holding none, for `resume` (queued).
+PUBLIC_STATUS = {JobStatus.cancelling: JobStatus.running, JobStatus.pausing: JobStatus.running,
+                 JobStatus.paused: JobStatus.queued}
+# The method types OpenAI's job object knows; the others are ours, under `objective` only.
+OPENAI_METHODS = {"supervised", "dpo"}
+
+
+def _fill_auto(requested: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+    """The requested hyperparameters with each "auto" replaced by the value that ran."""
+    return {key: resolved.get(key, value) if value == "auto" else value
+            for key, value in requested.items()}
+
+
+def _resolved_by_stage(job: Job) -> dict[str, dict[str, Any]]:
+    """What ran, per stage of the method: "" for a one-stage method, else each stage's name
+    (an rlhf job records "sft", "reward" and "ppo")."""
     resolved = job.hyperparameters or {}
-    requested = (job.spec.get("method", {}).get(job.method_type) or {}).get("hyperparameters", {})
-    pick = {**requested, **resolved}
+    if job.method_type == "rlhf":
+        return {k: v for k, v in resolved.items() if isinstance(v, dict)}
+    return {"": resolved}
+
+
+def _method(job: Job) -> dict[str, Any] | None:
+    """The spec's method, with the values that ran in place of "auto" once they are known."""
+    method = copy.deepcopy(job.spec.get("method"))
+    if not method:
+        return method
+    config = method.get(job.method_type) or {}
+    for stage, resolved in _resolved_by_stage(job).items():
+        if not resolved:
+            continue
+        # An rlhf job's PPO stage keeps its hyperparameters in `ppo` itself.
+        holder = config if not stage else config.get(stage)
+        if not isinstance(holder, dict):
+            continue
+        if stage == "ppo" and job.method_type == "rlhf":
+            holder.update(_fill_auto(holder, resolved))
+        elif isinstance(holder.get("hyperparameters"), dict):
+            holder["hyperparameters"] = _fill_auto(holder["hyperparameters"], resolved)
+    return method
+
+
+def _openai_hyperparameters(job: Job) -> dict[str, Any]:
+    """The deprecated top-level `hyperparameters`: of the stage OpenAI's fields describe
+    (an rlhf job's supervised stage)."""
+    stages = _resolved_by_stage(job)
+    resolved = stages.get("sft" if job.method_type == "rlhf" else "", {})
+    method = job.spec.get("method", {}).get(job.method_type) or {}
+    if job.method_type == "rlhf":
+        method = method.get("sft") or {}
+    pick = {**method.get("hyperparameters", {}), **resolved}
     return {k: pick.get(k, "auto") for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
 
 
@@ -39,23 +90,29 @@ def job_object(job: Job) -> dict[str, Any]:
     progress = _progress(job)
     if "eta_seconds" in progress:
         estimated = int(time.time() + progress["eta_seconds"])
-    return {
+    status = JobStatus(job.status)
+    method = _method(job)
+    body = {
         "id": job.id, "object": "fine_tuning.job", "created_at": job.created_at,
         "finished_at": job.finished_at, "model": job.model,
         "fine_tuned_model": job.fine_tuned_model, "organization_id": job.project_id,
-        "status": job.status, "training_file": job.training_file_id,
+        "status": PUBLIC_STATUS.get(status, status).value,
+        "training_file": job.training_file_id,
         "validation_file": job.validation_file_id, "hyperparameters": _openai_hyperparameters(job),
         "result_files": job.result_files or [], "trained_tokens": job.trained_tokens,
         "error": job.error, "seed": job.seed, "user_provided_suffix": job.suffix,
         "metadata": job.metadata_, "estimated_finish": estimated, "integrations": [],
-        "method": job.spec.get("method"),
         # Ours.
+        "status_detail": status.value, "objective": method,
         "tuning": job.spec.get("tuning"), "resources": job.spec.get("resources"),
         "resolved_hyperparameters": job.hyperparameters or {}, "progress": progress,
         "last_metrics": job.last_metrics or {}, "attempt": job.attempt,
         "max_attempts": job.max_attempts,
-        "started_at": job.started_at, "done": JobStatus(job.status) in TERMINAL,
+        "started_at": job.started_at, "done": status in TERMINAL,
     }
+    if method and method.get("type") in OPENAI_METHODS:
+        body["method"] = method
+    return body
 
 
 def event_object(event: JobEvent) -> dict[str, Any]:
@@ -63,16 +120,30 @@ def event_object(event: JobEvent) -> dict[str, Any]:
     # hold NaN, which strict JSON cannot carry.
     return {
         "id": event_public_id(event.seq), "object": "fine_tuning.job.event",
-        "created_at": event.created_at, "level": event.level, "message": event.message,
-        "data": finite_json(event.data), "type": event.type,
+        "created_at": event.created_at,
+        # Levels are OpenAI's (info, warn, error: add_event allows no other); `data` is
+        # always an object, as OpenAI's schema types it.
+        "level": event.level, "message": event.message,
+        "data": finite_json(event.data or {}), "type": event.type,
     }
+
+
+def checkpoint_model_name(job: Job, step: int) -> str:
+    """OpenAI's name of a checkpoint as a model: the job's fine-tuned model plus the step.
+    Before the job has succeeded that name is not set yet; it is the one it will get."""
+    return f"{job.fine_tuned_model or fine_tuned_model_name(job)}:ckpt-step-{step}"
+
+
+def fine_tuned_model_name(job: Job) -> str:
+    suffix = f":{job.suffix}" if job.suffix else ""
+    return f"ft:{job.model}:{job.project_id}{suffix}:{job.id}"
 
 
 def checkpoint_object(checkpoint: Checkpoint, job: Job) -> dict[str, Any]:
     return {
         "id": checkpoint.id, "object": "fine_tuning.job.checkpoint",
         "created_at": checkpoint.created_at,
-        "fine_tuned_model_checkpoint": f"{job.id}:ckpt-step-{checkpoint.step}",
+        "fine_tuned_model_checkpoint": checkpoint_model_name(job, checkpoint.step),
         "fine_tuning_job_id": job.id, "step_number": checkpoint.step,
         "metrics": {"step": checkpoint.step, **(checkpoint.metrics or {})},
     }
@@ -86,7 +157,10 @@ def artifact_object(artifact: Artifact) -> dict[str, Any]:
     }
 
 
-def list_object(data: list[dict[str, Any]], *, has_more: bool) -> dict[str, Any]:
+def list_object(data: list[dict[str, Any]], *, has_more: bool,
+                empty_id: str | None = None) -> dict[str, Any]:
+    """OpenAI's list. `empty_id` stands for first_id and last_id of an empty page: null, or
+    "" where OpenAI's schema types them as strings only (the files list)."""
     return {"object": "list", "data": data, "has_more": has_more,
-            "first_id": data[0]["id"] if data and "id" in data[0] else None,
-            "last_id": data[-1]["id"] if data and "id" in data[-1] else None}
+            "first_id": data[0]["id"] if data and "id" in data[0] else empty_id,
+            "last_id": data[-1]["id"] if data and "id" in data[-1] else empty_id}

@@ -20,7 +20,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from tunesmith import storage
-from tunesmith.db.models import Artifact, Job
+from tunesmith.db.models import Job
 from tunesmith.db.session import session_scope
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import JobStatus, change_status, claim_job, renew_lease
@@ -195,14 +195,11 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
                                   f"{settings.job_time_limit_seconds:.0f} s."})
             return JobStatus.failed if done else "lost"
         if code == 0:
-            names = session.scalars(sa.select(Artifact.name).where(Artifact.job_id == job_id)
-                                    .order_by(Artifact.name)).all()
             suffix = f":{job.suffix}" if job.suffix else ""
             done = change_status(
                 session, job_id, JobStatus.succeeded, "The job has successfully completed",
                 owner=worker_id,
-                fine_tuned_model=f"ft:{job.model}:{job.project_id}{suffix}:{job.id}",
-                result_files=list(names))
+                fine_tuned_model=f"ft:{job.model}:{job.project_id}{suffix}:{job.id}")
             return JobStatus.succeeded if done else "lost"
         if ending == JobStatus.queued or code == EXIT_STOPPED:
             # SIGTERM from the host, not from the API: the worker is shutting down or the

@@ -136,7 +136,8 @@ def read_files(
     if after:
         query = query.where(File.id < after)
     rows = session.scalars(query.order_by(File.id.desc()).limit(limit + 1)).all()
-    return list_object([file_object(f) for f in rows[:limit]], has_more=len(rows) > limit)
+    return list_object([file_object(f) for f in rows[:limit]], has_more=len(rows) > limit,
+                       empty_id="")
 
 
 @router.get("/{file_id}", responses=error_responses(404))
@@ -146,14 +147,16 @@ def read_file(session: SessionDep, project: CurrentProject, file_id: str) -> dic
 
 
 @router.get("/{file_id}/content", response_class=StreamingResponse, responses={
-    200: {"description": "The file's bytes", "content": {"application/jsonl": {
-        "schema": {"type": "string", "format": "binary"}}}}, **error_responses(404)})
+    200: {"description": "The file's bytes", "content": {
+        media_type: {"schema": {"type": "string", "format": "binary"}}
+        for media_type in ("application/jsonl", "text/csv")}}, **error_responses(404)})
 def read_file_content(session: SessionDep, project: CurrentProject,
                       file_id: str) -> StreamingResponse:
-    """The file's bytes as uploaded."""
+    """The file's bytes as uploaded, or a job's results CSV (purpose fine-tune-results)."""
     file = _get_file(session, project, file_id)
     return StreamingResponse(storage.iter_file(storage.file_path(file.id)),
-                             media_type="application/jsonl")
+                             media_type="text/csv" if file.format == "csv"
+                             else "application/jsonl")
 
 
 def _names(spec: Any, file_id: str) -> bool:

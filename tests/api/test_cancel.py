@@ -48,8 +48,8 @@ def file_id(project: Project) -> str:
 
 @pytest.fixture(scope="module")
 def running(project: Project, file_id: str) -> dict[str, Any]:
-    """A job of 1,600 steps (minutes here), caught while its trainer is stepping."""
-    job = project.create_job(_spec(file_id, n_epochs=100, batch_size=1, logging_steps=2))
+    """A job of 800 steps (a minute or more here), caught while its trainer is stepping."""
+    job = project.create_job(_spec(file_id, n_epochs=50, batch_size=1, logging_steps=2))
     project.wait_for_step(job["id"], 1)
     pid = _training_pid(project, job["id"])
     assert pid is not None
@@ -74,7 +74,9 @@ def test_queued_job_cancels_at_once_and_running_one_stops_in_seconds(
     started = time.monotonic()
     response = project.http.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
     assert response.status_code == 200, response.text
-    assert response.json()["status"] in ("cancelling", "cancelled")
+    # OpenAI's status stays in its enum; ours says the stop is under way.
+    assert (response.json()["status"], response.json()["status_detail"]) in (
+        ("running", "cancelling"), ("cancelled", "cancelled"))
     done = project.wait(job_id, timeout=CANCEL_WITHIN_SECONDS + 5)
     took = time.monotonic() - started
     print(f"running job {job_id} cancelled in {took:.1f}s")

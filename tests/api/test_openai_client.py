@@ -114,7 +114,12 @@ def test_retrieve_after_success(client: OpenAI, jobs: dict[str, Any]) -> None:
     assert job.fine_tuned_model == f"ft:tiny-llama:{job.organization_id}:oai:{job.id}"
     assert job.finished_at is not None and job.finished_at >= job.created_at
     assert job.trained_tokens and job.trained_tokens > 0
-    assert job.result_files and "adapter/adapter_config.json" in job.result_files
+    # The results CSV, a file of the project, as OpenAI's result_files hold.
+    assert len(job.result_files) == 1
+    results = client.files.retrieve(job.result_files[0])
+    assert (results.purpose, results.filename) == ("fine-tune-results", "step_metrics.csv")
+    header = client.files.content(results.id).text.splitlines()[0]
+    assert header == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
     with pytest.raises(NotFoundError):
         client.fine_tuning.jobs.retrieve("ftjob-doesnotexist")
 

@@ -36,7 +36,7 @@ def paused_and_resumed(project: Project, file_id: str) -> dict[str, Any]:
     asked = time.monotonic()
     response = project.http.post(f"/v1/fine_tuning/jobs/{job['id']}/pause")
     assert response.status_code == 200, response.text
-    assert response.json()["status"] in ("pausing", "paused")
+    assert response.json()["status_detail"] in ("pausing", "paused")
     paused = project.wait(job["id"], {"paused"}, timeout=60)
     stopped_after = time.monotonic() - asked
     checkpoints = project.http.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()
@@ -63,7 +63,7 @@ def test_a_running_job_pauses_within_seconds_at_a_checkpoint(
 
 def test_the_worker_runs_other_jobs_meanwhile(paused_and_resumed: dict[str, Any]) -> None:
     assert paused_and_resumed["other"]["status"] == "succeeded"
-    assert paused_and_resumed["still_paused"]["status"] == "paused"
+    assert paused_and_resumed["still_paused"]["status_detail"] == "paused"
 
 
 def test_resumed_job_continues_from_its_checkpoint(paused_and_resumed: dict[str, Any]) -> None:
@@ -95,8 +95,10 @@ def test_queued_job_pauses_at_once_and_openai_client_resumes_it(
     busy = project.create_job(spec(file_id, n_epochs=4, batch_size=1))
     waiting = project.create_job(spec(file_id, max_steps=2))
     doomed = project.create_job(spec(file_id, max_steps=2))
-    assert client.fine_tuning.jobs.pause(waiting["id"]).status == "paused"
-    assert client.fine_tuning.jobs.pause(doomed["id"]).status == "paused"
+    # OpenAI's enum has no paused: a paused job is queued for OpenAI, paused in full.
+    for paused in (client.fine_tuning.jobs.pause(waiting["id"]),
+                   client.fine_tuning.jobs.pause(doomed["id"])):
+        assert (paused.status, paused.model_extra["status_detail"]) == ("queued", "paused")
     cancelled = project.http.post(f"/v1/fine_tuning/jobs/{doomed['id']}/cancel").json()
     assert cancelled["status"] == "cancelled"
     assert project.event_messages(doomed["id"])[-1] == "Job cancelled while paused"
@@ -114,7 +116,7 @@ def test_worker_lost_while_pausing_leaves_the_job_paused(stack: Stack, project: 
     stack.worker.kill_group()  # worker and training process, -9: nobody left to pause it
     try:
         assert project.http.post(f"/v1/fine_tuning/jobs/{job['id']}/pause").json()[
-            "status"] == "pausing"
+            "status_detail"] == "pausing"
         # The lease (10 s in the tests) runs out; the reaper finishes the pause.
         paused = project.wait(job["id"], {"paused"}, timeout=60)
         assert "lease expired); job paused at its last checkpoint" in \

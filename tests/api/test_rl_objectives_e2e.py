@@ -403,6 +403,17 @@ def test_rlhf_runs_three_stages_in_order_and_resumes_in_the_third(
           f"{resumed[0]['resume_from_step']}; {rlhf['wall']:.1f} s end to end")
 
 
+def test_rlhf_job_shows_the_hyperparameters_that_ran(rlhf: dict[str, Any]) -> None:
+    """Each stage's hyperparameters show what ran, not "auto"; the deprecated top-level ones
+    describe the SFT stage, as OpenAI's fields do."""
+    job = rlhf["job"]
+    ran, resolved = job["objective"]["rlhf"], job["resolved_hyperparameters"]
+    for stage in (ran["sft"]["hyperparameters"], ran["reward"]["hyperparameters"], ran["ppo"]):
+        assert "auto" not in stage.values(), stage
+    assert job["hyperparameters"] == {key: resolved["sft"][key] for key in (
+        "n_epochs", "batch_size", "learning_rate_multiplier")}
+
+
 def test_rlhf_keeps_each_stages_artifact(project: Project, rlhf: dict[str, Any]) -> None:
     listing = project.http.get(f"/v1/fine_tuning/jobs/{rlhf['job']['id']}/artifacts").json()
     names = {a["name"] for a in listing["data"]}

@@ -19,11 +19,11 @@ STACK_ENV = {"TUNESMITH_RATE_LIMIT_PER_SECOND": "0"}
 MAX_EXAMPLES = 10
 SEED = 20261129
 
-# Rejections the schema cannot express. Anywhere: a string with a NUL character, which
-# PostgreSQL text cannot hold (400). Per operation: a spec whose fields fit the schema but
-# not each other (422). A 422 anywhere else means the schema and the validation disagree.
+# Rejections the schema cannot express, all 400 as OpenAI answers them: a string with a NUL
+# character, which PostgreSQL text cannot hold; a spec whose fields fit the schema but not
+# each other. Per operation: none beyond these.
 ALWAYS_EXPECTED = ["2xx", "3xx", "400", "401", "403", "404", "409", "429"]
-EXPECTED = {"POST /v1/fine_tuning/jobs": ["422"]}
+EXPECTED: dict[str, list[str]] = {}
 
 
 def _config(file_id: str, job_id: str) -> str:

@@ -41,10 +41,12 @@ class Project:
         return response.json()
 
     def wait(self, job_id: str, statuses: set[str] = TERMINAL, timeout: float = 240) -> dict:
+        """Wait for one of `statuses`: OpenAI's `status` or our finer `status_detail`
+        (paused, pausing, cancelling)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.job(job_id)
-            if job["status"] in statuses:
+            if job["status"] in statuses or job.get("status_detail") in statuses:
                 return job
             time.sleep(0.5)
         raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s; events:\n"

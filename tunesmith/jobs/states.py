@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from tunesmith.db.base import now
 from tunesmith.db.models import Job
 from tunesmith.jobs.events import Level, add_event
+from tunesmith.jobs.results_file import add_results_file
 
 
 class JobStatus(StrEnum):
@@ -85,6 +86,12 @@ def change_status(
     result = session.execute(query.values(**values))
     if result.rowcount != 1:
         return False
+    if to in TERMINAL:
+        project_id = session.scalar(sa.select(Job.project_id).where(Job.id == job_id))
+        results = add_results_file(session, job_id, project_id)
+        if results:
+            session.execute(sa.update(Job).where(Job.id == job_id)
+                            .values(result_files=results))
     add_event(session, job_id, message, level=level,
               data={"status": to.value, **(event_data or {})})
     return True

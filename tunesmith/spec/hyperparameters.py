@@ -13,11 +13,15 @@ Auto = Literal["auto"]
 class Hyperparameters(SpecModel):
     """Hyperparameters every objective shares, where OpenAI puts them."""
 
-    n_epochs: Annotated[int, Field(ge=1, le=100)] | Auto = Field(
-        "auto", description="Passes over the training data."
+    # OpenAI's bounds: a job object showing more would not validate against its schema.
+    # Longer runs: max_steps; bigger batches: gradient_accumulation_steps.
+    n_epochs: Annotated[int, Field(ge=1, le=50)] | Auto = Field(
+        "auto", description="Passes over the training data (at most 50, as OpenAI; "
+        "max_steps for longer runs)."
     )
-    batch_size: Annotated[int, Field(ge=1, le=4096)] | Auto = Field(
-        "auto", description="Rows per optimizer step."
+    batch_size: Annotated[int, Field(ge=1, le=256)] | Auto = Field(
+        "auto", description="Rows per optimizer step (at most 256, as OpenAI; "
+        "gradient_accumulation_steps for bigger batches)."
     )
     learning_rate_multiplier: Annotated[float, Field(gt=0, le=1000)] | Auto = Field(
         "auto",

@@ -61,7 +61,7 @@ class JobSpec(SpecModel):
     hyperparameters: Hyperparameters | None = Field(
         None,
         description="Deprecated by OpenAI in favour of method.<type>.hyperparameters; "
-        "accepted and used when the method sets none.",
+        "merged into them (a value both set differently is refused).",
     )
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
@@ -71,7 +71,9 @@ class JobSpec(SpecModel):
         f"characters, values at most {METADATA_VALUE_LENGTH}.",
     )
     resources: Resources = Field(default_factory=Resources)
-    integrations: list[Any] | None = Field(None, description="Accepted for OpenAI clients; unused.")
+    integrations: list[Any] | None = Field(
+        None, description="Not supported yet: a job that names any is refused (400), "
+        "never run without them.")
 
     @field_validator("metadata")
     @classmethod
@@ -103,15 +105,11 @@ class JobSpec(SpecModel):
             )
         if self.training_file is None and not isinstance(self.method, MultitaskMethod):
             raise ValueError("training_file is required")
+        if self.integrations:
+            raise ValueError("integrations are not supported yet (no wandb, mlflow or "
+                             "tensorboard runs); remove them to train without one")
         if self.hyperparameters is not None:
-            config = getattr(self.method, self.method.type)
-            if isinstance(self.method, RLHFMethod):
-                config = self.method.rlhf.sft  # the stage OpenAI's fields describe
-            if not config.hyperparameters.model_fields_set:
-                merged = config.hyperparameters.model_copy(
-                    update=self.hyperparameters.model_dump(exclude_unset=True)
-                )
-                config.hyperparameters = merged
+            self._merge_top_level_hyperparameters()
         if (self.tuning.type in NO_ACTIVATION_CHECKPOINTING
                 and method_hyperparameters(self).gradient_checkpointing is True):
             stage = ".sft" if isinstance(self.method, RLHFMethod) else ""
@@ -121,6 +119,26 @@ class JobSpec(SpecModel):
                 "KV cache, which checkpointing's recomputation drops; leave it auto or false"
             )
         return self
+
+    def _merge_top_level_hyperparameters(self) -> None:
+        """The deprecated top-level hyperparameters join the method's: neither is dropped;
+        a value both set, differently, is a contradiction the user must settle."""
+        assert self.hyperparameters is not None
+        config = getattr(self.method, self.method.type)
+        if isinstance(self.method, RLHFMethod):
+            config = self.method.rlhf.sft  # the stage OpenAI's fields describe
+        if not hasattr(config, "hyperparameters"):
+            raise ValueError(f"hyperparameters cannot be used with method "
+                             f"'{self.method.type}'; set them in the method")
+        own = config.hyperparameters.model_dump(exclude_unset=True)
+        top = self.hyperparameters.model_dump(exclude_unset=True)
+        clashes = sorted(k for k in own.keys() & top.keys() if own[k] != top[k])
+        if clashes:
+            raise ValueError(
+                f"hyperparameters.{clashes[0]} differs from the method's: the deprecated "
+                f"top-level hyperparameters and method.{self.method.type}.hyperparameters "
+                f"set {', '.join(clashes)} differently; set them in the method only")
+        config.hyperparameters = config.hyperparameters.model_copy(update=top)
 
 
 @dataclass(frozen=True)
