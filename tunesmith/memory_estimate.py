@@ -105,6 +105,8 @@ class TrainingSetup:
     # trl's SFT computes log-probabilities in tiles; other trainers hold the whole logits.
     chunked_logits: bool = True
     device: str = "cuda"
+    # Sequences a row makes: 2 for preference pairs (chosen and rejected).
+    sequences_per_row: int = 1
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,7 @@ def layer_activation_bytes_per_token(shape: ModelShape, setup: TrainingSetup) ->
 def estimate(shape: ModelShape, setup: TrainingSetup) -> Estimate:
     if setup.tuning not in TUNINGS:
         raise ValueError(f"unknown tuning {setup.tuning!r}")
-    tokens = setup.micro_batch * (setup.seq_len + (
+    tokens = setup.micro_batch * setup.sequences_per_row * (setup.seq_len + (
         setup.virtual_tokens if setup.tuning in PROMPT_TUNINGS else 0))
     stream = 4 if setup.tuning == "qlora" else _bytes(setup.precision)
 
