@@ -17,6 +17,9 @@ from tunesmith.memory_estimate import (
     estimate,
     layer_activation_bytes_per_token,
 )
+from tunesmith.memory_plan import MemoryPlan, choose, micro_batches
+from worker.failures import classify
+from worker.oom_recovery import Replan, next_replan
 
 TINYLLAMA_CONFIG = {  # the config.json fields the estimate reads
     "hidden_size": 2048, "num_hidden_layers": 22, "num_attention_heads": 32,
@@ -108,3 +111,74 @@ def test_activation_terms_match_what_autograd_saves(tuning: str) -> None:
                - _saved_bytes(model, torch.randint(0, 64, (2, seq))))
     # The layers dominate; the head's and the embeddings' share is small at this vocabulary.
     assert abs(one_row / per_row - 1) <= 0.25, (one_row, per_row)
+
+
+# -- the "auto" plan and out-of-memory recovery built on the estimate ---------------------
+
+def _plan(free_gib: float | None, tuning: str = "lora", **kw: object) -> MemoryPlan:
+    fields: dict = {"batch": 8, "checkpointing": None, "supports_checkpointing": True,
+                    "lean": tuning == "qlora", **kw}  # as worker/training.py sets it
+    return choose(ModelShape.from_config(TINYLLAMA_CONFIG), _setup(tuning, False),
+                  free_bytes=None if free_gib is None else int(free_gib * GIB), **fields)
+
+
+def test_auto_is_fastest_without_a_limit_and_fits_a_smaller_card() -> None:
+    unlimited = _plan(None)
+    assert (unlimited.micro_batch, unlimited.checkpointing) == (8, False)
+    # 80 GiB: the service config (no checkpointing, whole batch) fits.
+    assert (_plan(80).micro_batch, _plan(80).checkpointing) == (8, False)
+    # 16 GiB: half the micro-batch (4k tokens still fill a pass) without checkpointing.
+    sixteen = _plan(16)
+    assert (sixteen.micro_batch, sixteen.split, sixteen.checkpointing) == (4, 2, False)
+    assert sixteen.estimate.fits(16 * GIB)
+    # 6 GiB: checkpointing, whole batch, before micro-batches that leave the GPU idle.
+    six = _plan(6)
+    assert (six.micro_batch, six.checkpointing) == (8, True)
+    assert "6.0 GiB free" in six.reason
+
+
+def test_qlora_is_lean_unless_asked_and_its_peak_is_below_loras() -> None:
+    qlora, lora = _plan(None, "qlora"), _plan(None, "lora")
+    assert qlora.checkpointing and not lora.checkpointing
+    assert qlora.estimate.peak_allocated < lora.estimate.peak_allocated
+    asked = _plan(None, "qlora", checkpointing=False)
+    assert not asked.checkpointing and "as asked" in asked.reason
+
+
+def test_nothing_fits_gives_the_leanest_and_says_so() -> None:
+    plan = _plan(0.5)
+    assert (plan.micro_batch, plan.checkpointing) == (1, True)
+    assert "nothing is estimated to fit" in plan.reason
+
+
+def test_micro_batches_divide_the_batch() -> None:
+    assert micro_batches(8, 0) == [8, 4, 2, 1]
+    assert micro_batches(6, 0) == [6, 3, 1]
+    assert micro_batches(8, 2) == [2, 1]
+    assert micro_batches(1, 3) == [1]
+
+
+def test_oom_recovery_halves_then_checkpoints_then_gives_up() -> None:
+    replan, resolved = Replan(), {"micro_batch_size": 8, "gradient_accumulation_steps": 1,
+                                  "gradient_checkpointing": False}
+    changes = []
+    while (found := next_replan(replan, resolved, max_halvings=2)) is not None:
+        replan, change = found
+        changes.append(change)
+        if not replan.checkpointing:
+            micro = resolved["micro_batch_size"] // 2
+            resolved = {**resolved, "micro_batch_size": micro,
+                        "gradient_accumulation_steps": 8 // micro}
+    assert changes == [
+        "micro-batch 8 -> 4, gradient accumulation 1 -> 2 (effective batch unchanged)",
+        "micro-batch 4 -> 2, gradient accumulation 2 -> 4 (effective batch unchanged)",
+        "activation checkpointing turned on"]
+    assert replan == Replan(halvings=2, checkpointing=True)
+
+
+def test_out_of_memory_error_quotes_the_estimate_and_advice() -> None:
+    error = classify(torch.OutOfMemoryError("CUDA out of memory"), hyperparameters={
+        "batch_size": 8, "micro_batch_size": 1, "max_seq_length": 1024,
+        "gradient_checkpointing": True, "estimated_peak_memory_gib": 41.5})
+    assert error.code == "out_of_memory"
+    assert "estimated peak 41.5 GiB" in error.message and "max_seq_length" in error.message
