@@ -82,6 +82,28 @@ class Settings(BaseSettings):
     job_time_limit_seconds: float = Field(
         default=7 * 24 * 3600.0, description="A job running longer than this is stopped and failed."
     )
+    oom_max_halvings: int = Field(
+        default=3, description="On an out-of-memory error, halve the micro-batch (doubling "
+        "gradient accumulation, so the effective batch stays) up to this many times, resuming "
+        "from the last checkpoint; then turn on activation checkpointing; then fail.",
+    )
+    memory_limit_gib: float | None = Field(
+        default=None, description="Memory the automatic setup may plan for on a device without "
+        "CUDA (none: no limit). On CUDA the device's free memory is the limit.",
+    )
+    test_faults: bool = Field(
+        default=False, description="Tests only: honour the test_fault_* settings below. "
+        "Never set in production.",
+    )
+    test_fault_oom_at_step: int | None = Field(
+        default=None, description="Tests only (with test_faults): raise torch.OutOfMemoryError "
+        "at the start of this step, once per job.",
+    )
+    test_fault_nan_at_step: int | None = Field(
+        default=None, description="Tests only (with test_faults): put a NaN into a trained "
+        "weight at the start of this step (a real divergence on the tiny model is not reliable: "
+        "AdamW bounds every update).",
+    )
 
     @cached_property
     def home_dir(self) -> Path:

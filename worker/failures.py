@@ -1,7 +1,7 @@
 """Turn what went wrong in training into an error a program can branch on and a person can fix.
 
-Codes: invalid_data, out_of_memory, model_not_found, cuda_unavailable, timeout, worker_lost,
-internal.
+Codes: invalid_data, out_of_memory, diverged, model_not_found, cuda_unavailable, timeout,
+worker_lost, internal.
 """
 
 from dataclasses import asdict, dataclass
@@ -32,24 +32,33 @@ class CudaUnavailable(RuntimeError):
     pass
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
+
+
 def classify(exc: BaseException, *, hyperparameters: dict[str, Any] | None = None) -> JobError:
     text = f"{type(exc).__name__}: {exc}"
     hp = hyperparameters or {}
     if isinstance(exc, InvalidData):
         return JobError("invalid_data", str(exc), exc.param)
+    if type(exc).__name__ == "Diverged":  # worker.divergence imports transformers: by name
+        return JobError("diverged", str(exc), "method.hyperparameters.learning_rate")
     if isinstance(exc, CudaUnavailable):
         return JobError("cuda_unavailable", str(exc), "resources.gpus")
     if isinstance(exc, ModelNotFound | BadModelName) or (
             isinstance(exc, OSError) and ("not a valid model identifier" in str(exc)
                                           or "does not appear to have" in str(exc))):
         return JobError("model_not_found", str(exc), "model")
-    if "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError":
+    if is_out_of_memory(exc):
+        estimate = hp.get("estimated_peak_memory_gib")
         return JobError(
             "out_of_memory",
-            f"Out of memory at batch_size={hp.get('batch_size', '?')}, max_seq_length="
-            f"{hp.get('max_seq_length', '?')}. Lower hyperparameters.batch_size (raise "
-            "gradient_accumulation_steps to keep the effective batch), lower max_seq_length, "
-            "set gradient_checkpointing to true, or use tuning.type 'qlora'.",
+            f"Out of memory at batch_size={hp.get('batch_size', '?')} (micro-batch "
+            f"{hp.get('micro_batch_size', '?')}), max_seq_length={hp.get('max_seq_length', '?')}"
+            f", gradient_checkpointing={hp.get('gradient_checkpointing', '?')}"
+            + (f"; estimated peak {estimate} GiB" if estimate is not None else "")
+            + ". Lower max_seq_length, use tuning.type 'qlora' (or 'lora' instead of 'full'), "
+            "or a device with more memory; a smaller batch_size also helps.",
             "method.hyperparameters.batch_size",
         )
     return JobError("internal", f"Training failed: {text[:2000]}")

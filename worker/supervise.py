@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -27,6 +28,7 @@ from tunesmith.jobs.states import JobStatus, change_status, claim_job, renew_lea
 from tunesmith.settings import settings
 from worker.db_retry import is_db_outage, with_db_retry
 from worker.launch import TrainingProcess, start_training
+from worker.oom_recovery import next_replan, read_replan, write_replan
 from worker.train import ERROR_FILE, EXIT_STOPPED
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,26 @@ def supervise(job_id: str, *, worker_id: str) -> str:
         log.info("job %s is not queued (gone, taken or finished); message dropped", job_id)
         return "skipped"
     (storage.job_dir(job_id) / ERROR_FILE).unlink(missing_ok=True)
-    child = start_training(job_id, processes=with_db_retry(
-        lambda: training_processes(job_id), what="resources"))
+    processes = with_db_retry(lambda: training_processes(job_id), what="resources")
+    while True:
+        watched = _attempt(job_id, processes, worker_id=worker_id)
+        if watched is None:
+            return "lost"
+        code, ending = watched
+        # Out of memory: a fresh process (whole device memory) with a smaller micro-batch,
+        # resuming from the last checkpoint; the job stays running.
+        if ending is not None or code in (0, EXIT_STOPPED) or not with_db_retry(
+                lambda: _replan_after_oom(job_id, worker_id=worker_id), what="oom recovery"):
+            break
+    return with_db_retry(lambda: _record_outcome(job_id, code, ending, worker_id=worker_id),
+                         what="outcome")
+
+
+def _attempt(job_id: str, processes: int, *,
+             worker_id: str) -> tuple[int, JobStatus | None] | None:
+    """One training process, start to end: its exit code and why we stopped it (see
+    _watch), or None if the job was taken from this worker."""
+    child = start_training(job_id, processes=processes)
     try:
         with _relay_sigterm(child) as host_stop:
             watched = _watch(job_id, child, worker_id=worker_id)
@@ -90,12 +110,39 @@ def supervise(job_id: str, *, worker_id: str) -> str:
         if child.poll() is None:
             _stop_child(child)
     if watched is None:
-        return "lost"
+        return None
     code, ending = watched
     if ending is None and host_stop.is_set():
         ending = JobStatus.queued  # however the child ended, the host stopped it
-    return with_db_retry(lambda: _record_outcome(job_id, code, ending, worker_id=worker_id),
-                         what="outcome")
+    return code, ending
+
+
+def _replan_after_oom(job_id: str, *, worker_id: str) -> bool:
+    """If the attempt failed out of memory and recovery has a step left: record it (the next
+    attempt reads it) and say so on the job. False: the failure stands."""
+    folder = storage.job_dir(job_id)
+    error_path = folder / ERROR_FILE
+    if not error_path.is_file() or json.loads(error_path.read_text()).get("code") != \
+            "out_of_memory":
+        return False
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != JobStatus.running or job.worker_id != worker_id:
+            return False
+        current = read_replan(folder)
+        found = next_replan(current, job.hyperparameters or {},
+                            max_halvings=settings.oom_max_halvings)
+        if found is None:
+            return False
+        replan, change = found
+        add_event(session, job_id, f"Out of memory; retrying from the last checkpoint with "
+                  f"{change}", level="warning",
+                  data={"oom_recovery": {**asdict(replan), "change": change,
+                                         "estimated_peak_memory_gib": (job.hyperparameters or {})
+                                         .get("estimated_peak_memory_gib")}})
+        write_replan(folder, replan)
+    error_path.unlink(missing_ok=True)
+    return True
 
 
 @contextmanager

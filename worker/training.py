@@ -1,16 +1,67 @@
 """What every objective's workflow shares: resolved settings, trainer arguments, the run."""
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tunesmith.memory_estimate import GIB, ModelShape, TrainingSetup
+from tunesmith.models import resolve_model
+from tunesmith.settings import settings
 from tunesmith.spec.hyperparameters import Hyperparameters
 from worker.callbacks import JobEventsCallback
 from worker.context import JobContext
+from worker.divergence import DivergenceCallback
+from worker.fault_injection import fault_callbacks
 from worker.hub_access import hub_kernels_on
-from worker.hyperparameters import Resolved, resolve
+from worker.hyperparameters import MemoryInputs, Resolved, resolve
 from worker.liger import liger_for
+from worker.oom_recovery import Replan, read_replan
 from worker.registry import TuningPlan, tuning
+
+log = logging.getLogger(__name__)
+# Objectives whose batches the memory plan may split (GRPO and PPO size their own batches
+# around generation); preference objectives put two sequences in a row.
+PLANNED = {"supervised": 1, "pretraining": 1, "multitask": 1, "dpo": 2, "reward": 2}
+
+
+def _free_bytes(ctx: JobContext) -> int | None:
+    """The device's free memory now (before the model loads); on CPU, the configured limit."""
+    if ctx.device == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    return None if settings.memory_limit_gib is None else int(settings.memory_limit_gib * GIB)
+
+
+def memory_inputs(ctx: JobContext) -> MemoryInputs | None:
+    """The model's shape (its config.json) and the tuning's figures, for the estimate; None
+    where the objective sizes its own batches or the config cannot be read."""
+    rows_sequences = PLANNED.get(ctx.spec.method.type)
+    if rows_sequences is None or ctx.stage:
+        return None
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(resolve_model(ctx.spec.model).path_or_id,
+                                            trust_remote_code=settings.trust_remote_code)
+        shape = ModelShape.from_config(config.to_dict())
+    except Exception:  # an unusual architecture: train without an estimate, as before
+        log.warning("no memory estimate for %s", ctx.spec.model, exc_info=True)
+        return None
+    t = ctx.spec.tuning
+    setup = TrainingSetup(
+        tuning=t.type, precision="fp32", micro_batch=1, seq_len=1, checkpointing=False,
+        lora_rank=getattr(t, "r", 8), lora_dropout=getattr(t, "dropout", 0.0),
+        qlora_bits=getattr(t, "bits", 4), qlora_double_quant=getattr(t, "double_quant", True),
+        virtual_tokens=getattr(t, "num_virtual_tokens", 20),
+        prefix_encoder_hidden=getattr(t, "encoder_hidden_size", 512),
+        adapter_size=getattr(t, "size", 64),
+        adapters_per_layer=2 if getattr(t, "placement", "") == "houlsby" else 1,
+        chunked_logits=ctx.spec.method.type == "supervised", device=ctx.device,
+        sequences_per_row=rows_sequences)
+    return MemoryInputs(shape=shape, setup=setup, free_bytes=_free_bytes(ctx),
+                        lean=t.type == "qlora")
 
 
 @dataclass
@@ -30,6 +81,8 @@ def setup(ctx: JobContext, hp: Hyperparameters, *, rows: int, model_max_length: 
     import torch
 
     plan = tuning(ctx.spec.tuning.type)
+    memory = memory_inputs(ctx)
+    replan = read_replan(ctx.job_dir)
 
     def resolve_for(n_rows: int) -> Resolved:
         return resolve(
@@ -38,6 +91,7 @@ def setup(ctx: JobContext, hp: Hyperparameters, *, rows: int, model_max_length: 
             bf16_supported=ctx.device == "cuda" and torch.cuda.is_bf16_supported(),
             model_max_length=model_max_length, model_parameters=model_parameters,
             supports_gradient_checkpointing=plan.supports_gradient_checkpointing,
+            world_size=ctx.world_size, memory=memory, replan=replan,
         )
 
     resolved = resolve_for(rows)
@@ -51,6 +105,14 @@ def setup(ctx: JobContext, hp: Hyperparameters, *, rows: int, model_max_length: 
     ctx.event(f"{ctx.stage + ': ' if ctx.stage else ''}Hyperparameters: "
               + ", ".join(f"{k}={v}" for k, v in resolved.as_dict().items()),
               data={"hyperparameters": resolved.as_dict(), "stage": ctx.stage or None})
+    if resolved.memory is not None:
+        m = resolved.memory
+        figures = m.estimate.as_gib()
+        ctx.event(f"Memory: micro-batch {m.micro_batch} x {resolved.gradient_accumulation_steps}"
+                  f" accumulation, activation checkpointing {'on' if m.checkpointing else 'off'}"
+                  f" ({m.reason}); estimated peak {figures['peak_allocated_gib']} GiB "
+                  f"allocated, {figures['device_total_gib']} GiB on the device",
+                  data={"memory": m.as_event()})
     return Setup(plan, resolved)
 
 
@@ -70,8 +132,10 @@ def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
     return config_cls(
         output_dir=str(ctx.checkpoints_dir),
         num_train_epochs=hp.n_epochs, max_steps=hp.max_steps,
-        # batch_size is the job's: split across the processes of a data-parallel run.
-        per_device_train_batch_size=max(1, hp.batch_size // ctx.world_size),
+        # The micro-batch: the job's batch split across the processes of a data-parallel
+        # run, and into micro-batches where memory asks (accumulation makes up the rest).
+        per_device_train_batch_size=hp.micro_batch_size or max(1, hp.batch_size
+                                                               // ctx.world_size),
         gradient_accumulation_steps=hp.gradient_accumulation_steps,
         learning_rate=hp.learning_rate, weight_decay=hp.weight_decay,
         lr_scheduler_type=hp.lr_scheduler,
@@ -82,6 +146,8 @@ def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
         # transformers 5 renamed gradient_checkpointing (the old name goes in v6).
         activation_checkpointing=hp.gradient_checkpointing,
         use_cpu=ctx.device == "cpu",
+        # A NaN loss must show as NaN (worker/divergence.py), not as the window's mean.
+        logging_nan_inf_filter=False,
         logging_steps=hp.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=hp.save_steps, save_total_limit=2,
         seed=ctx.seed, data_seed=ctx.seed, report_to="none", disable_tqdm=True,
@@ -95,6 +161,10 @@ def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
 
 def run_trainer(ctx: JobContext, trainer: Any) -> bool:
     """Train (resuming from the newest checkpoint if a crash left one). False if stopped."""
+    # Divergence first: a NaN step raises before it is logged or checkpointed.
+    trainer.add_callback(DivergenceCallback(ctx))
+    for callback in fault_callbacks(replanned=read_replan(ctx.job_dir) != Replan()):
+        trainer.add_callback(callback)
     trainer.add_callback(JobEventsCallback(ctx))
     resume = ctx.latest_checkpoint()
     if resume is not None:

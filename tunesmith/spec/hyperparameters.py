@@ -55,8 +55,9 @@ class Hyperparameters(SpecModel):
     )
     gradient_checkpointing: bool | Auto = Field(
         "auto",
-        description="Trade compute for memory. Auto: on for big models on GPU; never for "
-        "prefix/P-tuning v2, which it breaks.",
+        description="Trade compute for memory. Auto: on only where the memory estimate says the "
+        "faster setups do not fit the device (QLoRA: on unless false); never for prefix/P-tuning "
+        "v2, which it breaks.",
     )
     save_steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] | Auto = Field(
         "auto", description="Checkpoint every N steps (what a resumed job restarts from)."

@@ -80,7 +80,8 @@ def run(ctx: JobContext) -> None:
 
     completions = job.hp.batch_size * hp.num_generations
     args = trainer_arguments(
-        ctx, replace(job.hp, batch_size=completions), GRPOConfig,
+        ctx, replace(job.hp, batch_size=completions,
+                     micro_batch_size=max(1, completions // ctx.world_size)), GRPOConfig,
         num_generations=hp.num_generations, max_completion_length=hp.max_completion_length,
         beta=hp.beta, temperature=hp.temperature, per_device_eval_batch_size=completions,
         evaluate=bool(eval_rows),
