@@ -49,16 +49,19 @@ def _group_alive(pgid: int) -> list[int]:
 
 
 def _stop(service: Service) -> list[int]:
-    """Stop serve (SIGTERM to its group); returns the processes that outlived it by 30 s,
-    which are then killed."""
-    service.stop()
+    """Stop serve as a process manager does (SIGTERM to serve alone) and wait for it and
+    everything it started to end; returns what outlived it by a minute, then killed."""
+    if service.process is not None and service.process.poll() is None:
+        os.kill(service.pid, signal.SIGTERM)
     try:
-        wait_until(lambda: not _group_alive(service.pid), timeout=30, what="serve's children")
+        wait_until(lambda: not _group_alive(service.pid), timeout=60, what="serve's children")
         return []
     except TimeoutError:
         left = _group_alive(service.pid)
         os.killpg(service.pid, signal.SIGKILL)
         return left
+    finally:
+        service.stop()  # reaps serve (and forgets it) once it has exited
 
 
 @pytest.fixture(scope="module")
