@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # The CPU wheel; any other torch spec pulls gigabytes of CUDA wheels.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint
+.PHONY: install demo test test-servers lint
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,7 +18,11 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) examples/demo.py
 
-test: install
+# PostgreSQL 15, redis-server and docker-compose, installed (apt-get) where missing.
+test-servers:
+	.ci/test-servers
+
+test: install test-servers
 	$(PY) -m pytest -q
 
 lint: install
