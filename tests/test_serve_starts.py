@@ -104,6 +104,7 @@ def test_consecutive_fresh_starts_each_run_a_job(tmp_path: Path, tiny_model: Pat
             f"start {start}: the local worker died\n{log[-3000:]}"
         assert not left, f"start {start}: processes left behind: {left}"
         took.append(time.monotonic() - began)
+        print(f"start {start + 1}/{STARTS}: job succeeded, {took[-1]:.1f} s", flush=True)
         shutil.rmtree(root, ignore_errors=True)
     print(f"\n{STARTS} fresh starts of `tunesmith serve`, each ran a job to succeeded; "
           f"start to succeeded: min {min(took):.1f} s, max {max(took):.1f} s")
