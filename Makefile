@@ -7,6 +7,7 @@ TORCH ?= torch==2.13.0
 .PHONY: install demo test test-servers lint
 
 $(VENV)/.installed: pyproject.toml
+	.ci/system-packages venv
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
@@ -20,7 +21,7 @@ demo: install
 
 # PostgreSQL 15, redis-server and docker-compose, installed (apt-get) where missing.
 test-servers:
-	.ci/test-servers
+	.ci/system-packages servers
 
 test: install test-servers
 	$(PY) -m pytest -q
