@@ -30,8 +30,11 @@ def upgrade_to_head() -> None:
     """`alembic upgrade head` on the configured database."""
     from alembic import command
 
+    from tunesmith.db.session import get_engine
+
     settings.ensure_dirs()
     command.upgrade(_config(), "head")
+    get_engine().dispose()  # no migration connection is left for a forked child
 
 
 def _revisions() -> tuple[str | None, str | None]:
@@ -39,11 +42,17 @@ def _revisions() -> tuple[str | None, str | None]:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    from tunesmith.db.session import get_engine
+    from tunesmith.db.session import make_engine
 
     head = ScriptDirectory.from_config(_config()).get_current_head()
-    with get_engine().connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
+    # An engine of its own, closed after: `tunesmith worker` checks before Celery forks its
+    # pool, and a forked child must not inherit a pooled connection of the parent's.
+    engine = make_engine(settings.sqlalchemy_url, pooled=False)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
     return current, head
 
 
