@@ -4,9 +4,10 @@ PY := $(VENV)/bin/python
 # The CPU wheel; any other torch spec pulls gigabytes of CUDA wheels.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint
+.PHONY: install demo test test-servers lint
 
 $(VENV)/.installed: pyproject.toml
+	.ci/system-packages venv
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
@@ -18,7 +19,11 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) examples/demo.py
 
-test: install
+# PostgreSQL 15, redis-server and docker-compose, installed (apt-get) where missing.
+test-servers:
+	.ci/system-packages servers
+
+test: install test-servers
 	$(PY) -m pytest -q
 
 lint: install

@@ -25,6 +25,7 @@ from tests.utils.servers import (
     start_api,
     start_backing_servers,
     start_worker,
+    stop_everything,
 )
 from tests.utils.stack import Servers
 
@@ -42,18 +43,15 @@ class Stack(Servers):
 def stack() -> Iterator[Stack]:
     root = Path(tempfile.mkdtemp(prefix="tunesmith-test-"))
     os.chmod(root, 0o755)  # the postgres user must reach its data folder inside
-    postgres, redis, env = start_backing_servers(root, FAST_RECOVERY)
-    run_cli(["tiny-model"], env)
-    api, url = start_api(env, root / "api.log")
-    worker = start_worker(env, root / "worker-w1.log")
-    stack = Stack(root, env, postgres, redis, api, url, worker)
     try:
-        yield stack
+        postgres, redis, env = start_backing_servers(root, FAST_RECOVERY)
+        run_cli(["tiny-model"], env)
+        api, url = start_api(env, root / "api.log")
+        worker = start_worker(env, root / "worker-w1.log")
+        yield Stack(root, env, postgres, redis, api, url, worker)
     finally:
-        stack.worker.stop()
-        stack.api.stop()
-        redis.stop()
-        postgres.stop("immediate")
+        # Whatever started, in any state the run ended in (tests/test_servers_cleanup.py).
+        stop_everything()
         if not os.environ.get("TUNESMITH_KEEP_TEST_DIR"):
             shutil.rmtree(root, ignore_errors=True)
 

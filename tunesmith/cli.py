@@ -1,23 +1,23 @@
 """The `tunesmith` console script: serve, worker, migrate, keys, tiny-model."""
 
 import argparse
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
-from pathlib import Path
+import threading
+import time
 
+from tunesmith.db.schema import SchemaNotReady, ensure_schema, upgrade_to_head
 from tunesmith.settings import settings
+
+log = logging.getLogger("tunesmith.serve")
 
 
 def migrate() -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    settings.ensure_dirs()
-    config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent.parent / "migrations"))
-    command.upgrade(config, "head")
+    upgrade_to_head()
 
 
 def _die_with_parent() -> None:
@@ -34,22 +34,63 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def _serve(args: argparse.Namespace) -> None:
-    import uvicorn
+class LocalWorker:
+    """`tunesmith serve`'s worker child, started again whenever it dies.
 
-    embedded = settings.database_url is None
-    if embedded or args.migrate:
-        migrate()
-    worker = None
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    if not args.no_worker:
-        # One local worker as a child process: the embedded default needs no other command.
-        worker = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "worker",
-                                   "--concurrency", "1"],
-                                  preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-    try:
-        uvicorn.run("api.main:app", host=args.host, port=args.port, log_level="info")
-    finally:
+    Without it the embedded service would take jobs that never run. Restarts back off from
+    1 s to 30 s while the worker keeps dying at start, and reset once one lived a minute."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="tunesmith-local-worker",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], str]:
+        hostname = f"local-{os.getpid()}-{self.restarts}@{socket.gethostname()}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tunesmith.cli", "worker", "--concurrency", "1",
+             "--hostname", hostname],
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        return process, hostname
+
+    def _run(self) -> None:
+        from tunesmith.db.session import get_engine
+        from tunesmith.workers import forget
+
+        backoff = 1.0
+        while True:
+            with self._lock:
+                if self.stopping.is_set():
+                    return
+                self.process, hostname = self._spawn()
+            started = time.monotonic()
+            code = self.process.wait()
+            if self.stopping.is_set():
+                return
+            # Its heartbeat row would count it alive for a while yet: /readyz and the
+            # reaper must see at once that no worker is there.
+            try:
+                forget(get_engine(), hostname)
+            except Exception:
+                log.warning("could not remove the dead worker's heartbeat row", exc_info=True)
+            backoff = 1.0 if time.monotonic() - started > 60 else backoff
+            log.error("local worker %s exited with code %s; starting it again in %.0f s",
+                      hostname, code, backoff)
+            if self.stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, 30.0)
+            self.restarts += 1
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopping.set()
+            worker = self.process
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             try:
@@ -59,20 +100,71 @@ def _serve(args: argparse.Namespace) -> None:
                 worker.wait()
 
 
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from tunesmith.queue import prepare_broker
+
+    if args.migrate:
+        migrate()
+    ensure_schema()
+    worker = None
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if not args.no_worker:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+        # The broker's queue exists before the worker and the API first touch it.
+        prepare_broker([settings.queue])
+        # One local worker as a child process: the embedded default needs no other command.
+        worker = LocalWorker()
+        worker.start()
+    try:
+        uvicorn.run("api.main:app", host=args.host, port=args.port, log_level="info")
+    finally:
+        if worker is not None:
+            worker.stop()
+
+
 def _worker(args: argparse.Namespace) -> None:
+    from celery.signals import worker_ready, worker_shutdown
+    from celery.utils.nodenames import host_format
+
+    from tunesmith.queue import prepare_broker
+    from tunesmith.workers import start_heartbeat
+
+    ensure_schema()
+    queues = args.queues or settings.queue
+    hostname = host_format(args.hostname or f"tunesmith-{os.getpid()}@%h")
+    prepare_broker([q.strip() for q in queues.split(",") if q.strip()])
     from worker.celery_app import app
 
-    queues = args.queues or settings.queue
+    stop_beating = threading.Event()
+    heartbeat: list[threading.Thread] = []
+
+    # The row appears once the worker consumes (not while it still starts), and goes as
+    # it stops, so /readyz and the reaper see the worker as it is.
+    @worker_ready.connect(weak=False)
+    def _beat(**_: object) -> None:
+        heartbeat.append(start_heartbeat(hostname, queues, stop_beating))
+
+    @worker_shutdown.connect(weak=False)
+    def _stop_beating(**_: object) -> None:
+        stop_beating.set()
+        for thread in heartbeat:
+            thread.join(timeout=5)
+
     argv = ["worker", "--queues", queues, "--concurrency", str(args.concurrency),
-            "--loglevel", args.loglevel, "--pool", "prefork",
-            "--hostname", args.hostname or f"tunesmith-{os.getpid()}@%h"]
-    app.worker_main(argv=argv)
+            "--loglevel", args.loglevel, "--pool", "prefork", "--hostname", hostname]
+    try:
+        app.worker_main(argv=argv)
+    finally:
+        _stop_beating()
 
 
 def _keys(args: argparse.Namespace) -> None:
     from tunesmith.db.session import session_scope
     from tunesmith.keys import create_key, revoke_key
 
+    ensure_schema()
     if args.keys_command == "create":
         with session_scope() as session:
             key, secret = create_key(session, project_name=args.project)
@@ -134,7 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except SchemaNotReady as exc:
+        # One line a person can act on, not a traceback from the first query.
+        sys.exit(f"tunesmith {args.command}: {exc}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,29 @@ def celery_app() -> Celery:
     return app
 
 
+def prepare_broker(queues: Iterable[str], *, attempts: int = 10) -> None:
+    """Create the broker's queues before any worker or sender uses them.
+
+    kombu's SQLAlchemy transport (the embedded broker) creates its tables and a queue's row
+    on first use with a select-then-insert guarded only within one process: two processes
+    starting together (serve's API and its local worker) could both insert `gpu`, and the
+    loser died of `UNIQUE constraint failed: kombu_queue.name`. `tunesmith serve` declares
+    the queues here before it starts its worker, and every worker does so at start; a
+    process that loses the race anyway retries and then finds the row. On Redis a declare
+    creates nothing and is harmless."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with celery_app().connection_for_write() as connection:
+                channel = connection.default_channel
+                for name in queues:
+                    channel.queue_declare(queue=name)
+            return
+        except Exception:  # IntegrityError/OperationalError from a concurrent creator
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
+
+
 def dispatch_job(job_id: str, *, queue: str | None = None) -> float:
     """Send the job's message (its id only). Returns the send time to record on the job."""
     celery_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queue or settings.queue)

@@ -2,6 +2,9 @@
 
 - A running job whose lease ran out lost its worker: requeue it (it resumes from its last
   checkpoint) or, past its attempts, fail it with `worker_lost`.
+- A queued job that waits on a queue no live worker consumes (`gpu.h100` with no such
+  worker, or the only worker dead) says so once in its events, so its owner does not wait
+  in silence.
 - A queued job whose message was never sent or was lost (a broker restarted without
   persistence) is sent again. A job that simply waits its turn keeps its one message: the
   broker is read first, and a message still waiting there, or just delivered to a worker
@@ -15,11 +18,13 @@ import time
 
 import sqlalchemy as sa
 
-from tunesmith.db.models import Job
+from tunesmith.db.models import Job, JobEvent
 from tunesmith.db.session import session_scope
+from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import HELD, JobStatus, change_status
 from tunesmith.queue import dispatch_job, jobs_waiting_in, queue_for
 from tunesmith.settings import settings
+from tunesmith.workers import live_queues
 
 log = logging.getLogger(__name__)
 # How long a message may take to go from its queue to kombu's unacknowledged set.
@@ -111,11 +116,47 @@ def redispatch_queued(now: float | None = None) -> list[str]:
     return sent
 
 
+NO_WORKER = "No live worker consumes queue"
+
+
+def warn_unserved(now: float | None = None) -> list[str]:
+    """Add an event, once per attempt, to each job queued longer than
+    `no_worker_warning_seconds` on a queue that no live worker consumes. Returns their ids."""
+    now = time.time() if now is None else now
+    warned: list[str] = []
+    with session_scope() as session:
+        waiting = session.scalars(sa.select(Job).where(
+            Job.status == JobStatus.queued.value,
+            Job.created_at < now - settings.no_worker_warning_seconds)).all()
+        if not waiting:
+            return warned
+        served = live_queues(now)
+        unserved = {job.id: queue for job in waiting
+                    if (queue := queue_for((job.spec.get("resources") or {}).get("gpu_class")))
+                    not in served}
+        if not unserved:
+            return warned
+        told = {(event.job_id, (event.data or {}).get("attempt")) for event in session.scalars(
+            sa.select(JobEvent).where(JobEvent.job_id.in_(list(unserved)),
+                                      JobEvent.message.startswith(NO_WORKER)))}
+        for job in waiting:
+            queue = unserved.get(job.id)
+            if queue is None or (job.id, job.attempt) in told:
+                continue
+            add_event(session, job.id,
+                      f"{NO_WORKER} '{queue}': the job waits until one starts "
+                      f"(`tunesmith worker --queues {queue}`)", level="warning",
+                      data={"reason": "no_worker", "queue": queue, "attempt": job.attempt})
+            warned.append(job.id)
+    return warned
+
+
 def run_once(*, reap: bool = True) -> None:
     requeued = reap_expired_leases() if reap else []
     sent = redispatch_queued()
-    if requeued or sent:
-        log.info("reaper: requeued %s, sent %s", requeued, sent)
+    warned = warn_unserved()
+    if requeued or sent or warned:
+        log.info("reaper: requeued %s, sent %s, no worker for %s", requeued, sent, warned)
 
 
 def start_reaper_thread(stop: threading.Event) -> threading.Thread:

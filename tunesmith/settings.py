@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     redispatch_after_seconds: float = Field(
         default=120.0, description="Resend a queued job's message when unclaimed for this long."
     )
+    no_worker_warning_seconds: float = Field(
+        default=60.0, description="A job queued this long on a queue no live worker consumes "
+        "gets an event saying so.",
+    )
     max_attempts: int = Field(
         default=3, description="Attempts before a job whose worker died fails."
     )

@@ -7,6 +7,8 @@ from pydantic import BaseModel
 
 from tunesmith.db.session import get_engine
 from tunesmith.queue import celery_app
+from tunesmith.settings import settings
+from tunesmith.workers import live_queues
 
 router = APIRouter(tags=["health"])
 
@@ -19,14 +21,16 @@ def healthz() -> dict[str, str]:
 
 class Readiness(BaseModel):
     status: str
-    # "ok" or "error: <exception type>" for "database" and "broker".
+    # "ok" or "error: <exception type>" for "database" and "broker"; "workers": "ok" or
+    # what is missing (no live worker consumes the default queue).
     checks: dict[str, str]
 
 
 @router.get("/readyz", response_model=Readiness, responses={
-    503: {"model": Readiness, "description": "The database or the broker is not answering"}})
+    503: {"model": Readiness,
+          "description": "The database or the broker is not answering, or no worker is alive"}})
 def readyz() -> JSONResponse:
-    """The database and the broker answer."""
+    """The database and the broker answer, and a live worker consumes the default queue."""
     checks: dict[str, str] = {}
     try:
         with get_engine().connect() as connection:
@@ -40,6 +44,11 @@ def readyz() -> JSONResponse:
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"error: {type(exc).__name__}"
+    try:
+        checks["workers"] = ("ok" if settings.queue in live_queues() else
+                             f"error: no live worker consumes queue '{settings.queue}'")
+    except Exception as exc:
+        checks["workers"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks},
                         status_code=200 if ready else 503)

@@ -1,11 +1,18 @@
-"""Real servers for the tests: a throwaway PostgreSQL cluster, a Redis, and our processes."""
+"""Real servers for the tests: a throwaway PostgreSQL cluster, a Redis, and our processes.
 
+Every server started here is stopped when the test process ends, however it ends: a
+fixture's `finally`, an exception half-way through starting a stack, Ctrl-C, SIGTERM (from
+`timeout` or CI), or plain interpreter exit. A failed run leaves no server behind.
+"""
+
+import atexit
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,11 +25,54 @@ FAST_RECOVERY = {
     "TUNESMITH_REAPER_INTERVAL_SECONDS": "1",
     "TUNESMITH_REDISPATCH_AFTER_SECONDS": "15",
     "TUNESMITH_CANCEL_GRACE_SECONDS": "5",
+    "TUNESMITH_NO_WORKER_WARNING_SECONDS": "3",
     "TUNESMITH_ALLOW_HUB_DOWNLOADS": "false",
 }
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+REDIS_SERVER = "redis-server"
 REPO = Path(__file__).resolve().parents[2]
+
+# What this process started and has not stopped yet (each has a `stop()`).
+_running: list["Postgres | Redis | Service"] = []
+
+
+def stop_everything() -> None:
+    """Stop every server this process started and still runs, newest first."""
+    while _running:
+        server = _running.pop()
+        try:
+            server.stop()
+        except Exception as exc:  # keep stopping the others
+            print(f"could not stop {server!r}: {exc}", file=sys.stderr)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    # As Ctrl-C: pytest then runs the fixtures' teardowns; atexit stops what is left.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop_on_exit() -> None:
+    if getattr(_stop_on_exit, "done", False):
+        return
+    _stop_on_exit.done = True  # type: ignore[attr-defined]
+    atexit.register(stop_everything)
+    # SIGTERM and SIGHUP would end the process without atexit; turn them into an interrupt.
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                signal.signal(sig, _interrupt)
+
+
+def _started(server: "Postgres | Redis | Service") -> None:
+    _stop_on_exit()
+    if server not in _running:
+        _running.append(server)
+
+
+def _stopped(server: "Postgres | Redis | Service") -> None:
+    if server in _running:
+        _running.remove(server)
 
 
 def free_port() -> int:
@@ -74,13 +124,16 @@ class Postgres:
 
     def start(self) -> None:
         options = f"'-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off'"
+        _started(self)  # before the start: a start that times out may still leave a server
         subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o",
                                      options, "-l", str(self.root / "pg.log"), "-w", "start"]),
                        check=True, capture_output=True)
 
     def stop(self, mode: str = "fast") -> None:
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode,
-                                     "-w", "stop"]), check=False, capture_output=True)
+        if self.data.exists():
+            subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m",
+                                         mode, "-w", "stop"]), check=False, capture_output=True)
+        _stopped(self)
 
 
 class Redis:
@@ -94,16 +147,33 @@ class Redis:
         self.root.mkdir(parents=True, exist_ok=True)
         # No persistence: a restart loses every message, the worst case for the reconciler.
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.root)],
             stdout=(self.root / "redis.log").open("ab"), stderr=subprocess.STDOUT)
-        wait_until(lambda: socket.create_connection(("127.0.0.1", self.port), 0.2),
-                   timeout=10, what="redis")
+        _started(self)
+
+        def answers() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}: "
+                                   f"{(self.root / 'redis.log').read_text()[-1000:]}")
+            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            return True
+
+        try:
+            wait_until(answers, timeout=10, what="redis")
+        except TimeoutError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        _stopped(self)
 
 
 class Service:
@@ -118,6 +188,7 @@ class Service:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tunesmith.cli", *self.args], env=self.env, cwd=REPO,
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        _started(self)
         return self
 
     @property
@@ -130,6 +201,8 @@ class Service:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, sig)
             self.process.wait(timeout=30)
+        if sig == signal.SIGKILL:
+            _stopped(self)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -139,6 +212,7 @@ class Service:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
+        _stopped(self)
 
 
 def start_api(env: dict[str, str], log: Path, *, worker: bool = False) -> tuple[Service, str]:
@@ -146,16 +220,24 @@ def start_api(env: dict[str, str], log: Path, *, worker: bool = False) -> tuple[
     args = ["serve", "--port", str(port)] + ([] if worker else ["--no-worker"])
     service = Service(args, env, log).start()
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200,
-               timeout=60, what=f"API on {url} (log: {log})")
+    try:
+        wait_until(lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200,
+                   timeout=60, what=f"API on {url} (log: {log})")
+    except BaseException:
+        service.stop()
+        raise
     return service, url
 
 
 def start_worker(env: dict[str, str], log: Path, *, name: str = "w1") -> Service:
     service = Service(["worker", "--hostname", f"{name}@%h", "--loglevel", "INFO"], env,
                       log).start()
-    wait_until(lambda: b" ready." in log.read_bytes(), timeout=60,
-               what=f"worker {name} (log: {log})")
+    try:
+        wait_until(lambda: b" ready." in log.read_bytes(), timeout=60,
+                   what=f"worker {name} (log: {log})")
+    except BaseException:
+        service.stop()
+        raise
     return service
 
 
@@ -172,15 +254,22 @@ def start_backing_servers(root: Path, settings: dict[str, str]) -> tuple[Postgre
     """A fresh PostgreSQL and Redis under `root`, migrated, and the environment that points
     `tunesmith` processes at them (`settings` are further TUNESMITH_* values)."""
     postgres = Postgres(root / "pg")
-    postgres.init()
     redis = Redis(root / "redis")
-    redis.start()
-    env = {
-        **os.environ, **settings,
-        "TUNESMITH_HOME": str(root / "home"),
-        "TUNESMITH_DATABASE_URL": postgres.url,
-        "TUNESMITH_BROKER_URL": redis.url,
-        "PYTHONUNBUFFERED": "1",
-    }
-    run_cli(["migrate"], env)
+    try:
+        postgres.init()
+        redis.start()
+        env = {
+            **os.environ, **settings,
+            "TUNESMITH_HOME": str(root / "home"),
+            "TUNESMITH_DATABASE_URL": postgres.url,
+            "TUNESMITH_BROKER_URL": redis.url,
+            "PYTHONUNBUFFERED": "1",
+        }
+        run_cli(["migrate"], env)
+    except BaseException:
+        # A stack that cannot start whole stops what it started: no PostgreSQL is left
+        # running because Redis (or the migration) failed after it.
+        redis.stop()
+        postgres.stop("immediate")
+        raise
     return postgres, redis, env

@@ -63,7 +63,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     project_id: Mapped[str] = mapped_column(sa.ForeignKey("projects.id"))
     model: Mapped[str] = mapped_column(sa.String(255))
-    training_file_id: Mapped[str] = mapped_column(sa.ForeignKey("files.id"))
+    training_file_id: Mapped[str | None] = mapped_column(sa.ForeignKey("files.id"))
     validation_file_id: Mapped[str | None] = mapped_column(sa.ForeignKey("files.id"))
     method_type: Mapped[str] = mapped_column(sa.String(40))
     tuning_type: Mapped[str] = mapped_column(sa.String(40))
@@ -144,3 +144,20 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(sa.Integer)
     body: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
+
+
+class WorkerHeartbeat(Base):
+    """A live training worker: the queues it consumes and when it last said so.
+
+    The broker cannot tell (the embedded SQLAlchemy transport has no broadcast for Celery's
+    ping), the database can, for Redis and the embedded broker alike: /readyz and the
+    reaper read these rows; a worker that stops renewing its row counts as gone."""
+
+    __tablename__ = "worker_heartbeats"
+
+    hostname: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    # Comma-separated queue names, as `tunesmith worker --queues` takes them.
+    queues: Mapped[str] = mapped_column(sa.String(1000))
+    pid: Mapped[int] = mapped_column(sa.Integer)
+    started_at: Mapped[float] = mapped_column(sa.Float)
+    heartbeat_at: Mapped[float] = mapped_column(sa.Float)

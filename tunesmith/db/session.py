@@ -21,11 +21,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pooled: bool = True) -> Engine:
+    """`pooled=False`: every connection closes after use (an engine in a process that forks)."""
+    pool = {} if pooled else {"poolclass": sa.pool.NullPool}
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                                  **pool)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    if not pooled:
+        return sa.create_engine(url, pool_pre_ping=True, **pool)
     # At least the 40 threads FastAPI runs sync handlers in, so none waits for a connection.
     # pre_ping drops connections a restarted PostgreSQL closed, instead of failing a request.
     return sa.create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=30)
