@@ -27,6 +27,7 @@ from tunesmith.jobs.states import JobStatus, change_status, claim_job, renew_lea
 from tunesmith.settings import settings
 from worker.db_retry import is_db_outage, with_db_retry
 from worker.launch import TrainingProcess, start_training
+from worker.listed_checkpoints import drop_kept_artifact, keep_as_artifact
 from worker.train import ERROR_FILE, EXIT_STOPPED
 
 log = logging.getLogger(__name__)
@@ -179,12 +180,15 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
                              "Job paused; resume continues from the last checkpoint",
                              expect={JobStatus.pausing}, owner=worker_id, worker_id=None,
                              lease_expires_at=None, max_attempts=Job.max_attempts + 1):
+                keep_as_artifact(session, job_id)
                 return JobStatus.paused
             ending = JobStatus.cancelled  # a cancel came while it was pausing
         if ending == JobStatus.cancelled:
             done = change_status(session, job_id, JobStatus.cancelled,
                                  "Job cancelled; training stopped",
                                  expect={JobStatus.cancelling}, owner=worker_id)
+            if done:
+                keep_as_artifact(session, job_id)
             return JobStatus.cancelled if done else "lost"
         if ending == JobStatus.failed:
             done = change_status(
@@ -193,8 +197,11 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
                 error={"code": "timeout", "param": None,
                        "message": f"The job ran past the limit of "
                                   f"{settings.job_time_limit_seconds:.0f} s."})
+            if done:
+                keep_as_artifact(session, job_id)
             return JobStatus.failed if done else "lost"
         if code == 0:
+            drop_kept_artifact(session, job_id)  # a resumed job has its real result now
             names = session.scalars(sa.select(Artifact.name).where(Artifact.job_id == job_id)
                                     .order_by(Artifact.name)).all()
             suffix = f":{job.suffix}" if job.suffix else ""
@@ -223,6 +230,7 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
                              event_data={"code": error["code"]}, owner=worker_id):
             session.rollback()  # not ours any more: the log tail is not this job's story
             return "lost"
+        keep_as_artifact(session, job_id)
         return JobStatus.failed
 
 

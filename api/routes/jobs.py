@@ -20,7 +20,13 @@ from tunesmith.db.models import File, Job, Project
 from tunesmith.ids import new_id
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import TERMINAL, JobStatus, change_status
-from tunesmith.models import BadModelName, ModelNotFound, resolve_model
+from tunesmith.models import (
+    BadModelName,
+    ModelNotFound,
+    parse_fine_tuned,
+    resolve_fine_tuned,
+    resolve_model,
+)
 from tunesmith.queue import dispatch_job, queue_for
 from tunesmith.settings import settings
 from tunesmith.spec.job import JobSpec, file_uses, reward_model_reference
@@ -50,7 +56,10 @@ def _check_references(session: Session, project: Project, spec: JobSpec) -> None
                 f"method '{spec.method.type}' needs {wanted} rows here.",
                 param=use.field, code="invalid_training_file")
     try:
-        resolve_model(spec.model)
+        if parse_fine_tuned(spec.model) is None:
+            resolve_model(spec.model)
+        else:  # "ft:...": this project's fine-tuned model or checkpoint, at creation
+            resolve_fine_tuned(session, spec.model, project_id=project.id)
     except (BadModelName, ModelNotFound) as exc:
         raise InvalidRequest(f"model: {exc}", param="model", code="model_not_found") from exc
     reward_job_id = reward_model_reference(spec)
