@@ -86,7 +86,8 @@ def record(ctx: "JobContext", step: int, source: Path, metrics: dict[str, Any]) 
                                                               else {})},
                                        path=relative))
                 add_event(session, ctx.job_id, f"Checkpoint saved at step {step}",
-                          data={"step": step, "stage": stage})
+                          data={"step": step, "stage": stage,
+                                "path": str(source.relative_to(ctx.job_dir))})
             session.flush()
             rows = [c for c in session.scalars(sa.select(Checkpoint).where(
                 Checkpoint.job_id == ctx.job_id).order_by(Checkpoint.step.desc())).all()
