@@ -22,11 +22,14 @@ def _spec(file_id: str, model: str, tuning: str = "lora", **hyperparameters: Any
 
 
 def _losses(project: Project, job_id: str) -> dict[int, float]:
-    """Each logged step's training loss (not the end-of-run mean, logged with its runtime)."""
-    return {e["data"]["step"]: e["data"].get("loss", e["data"].get("train_loss"))
-            for e in project.events(job_id) if e["type"] == "metrics"
-            and ("loss" in e["data"] or "train_loss" in e["data"])
-            and "train_runtime" not in e["data"]}
+    """Each logged step's training loss. The end-of-run mean comes after the last step's
+    loss, with the same step: the first value per step is the step's own."""
+    losses: dict[int, float] = {}
+    for event in project.events(job_id):
+        data = event["data"] or {}
+        if event["type"] == "metrics" and ("loss" in data or "train_loss" in data):
+            losses.setdefault(data["step"], data.get("loss", data.get("train_loss")))
+    return losses
 
 
 @pytest.fixture(scope="module")
