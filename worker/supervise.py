@@ -174,31 +174,37 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
         job = session.get(Job, job_id)
         if job is None:
             return "gone"
+        kept = False
         if ending == JobStatus.paused and code != 0:
+            # A job that stops before its end keeps its last checkpoint as an artifact; in
+            # this transaction, so the status event stays the job's last.
+            kept = keep_as_artifact(session, job_id) is not None
             # The attempt the pause ended was no failure: it does not count against the job.
             if change_status(session, job_id, JobStatus.paused,
                              "Job paused; resume continues from the last checkpoint",
                              expect={JobStatus.pausing}, owner=worker_id, worker_id=None,
                              lease_expires_at=None, max_attempts=Job.max_attempts + 1):
-                keep_as_artifact(session, job_id)
                 return JobStatus.paused
             ending = JobStatus.cancelled  # a cancel came while it was pausing
         if ending == JobStatus.cancelled:
+            if not kept:
+                keep_as_artifact(session, job_id)
             done = change_status(session, job_id, JobStatus.cancelled,
                                  "Job cancelled; training stopped",
                                  expect={JobStatus.cancelling}, owner=worker_id)
-            if done:
-                keep_as_artifact(session, job_id)
+            if not done:
+                session.rollback()  # not ours any more: nor is the checkpoint to keep
             return JobStatus.cancelled if done else "lost"
         if ending == JobStatus.failed:
+            keep_as_artifact(session, job_id)
             done = change_status(
                 session, job_id, JobStatus.failed, "Job stopped at its time limit",
                 level="error", owner=worker_id,
                 error={"code": "timeout", "param": None,
                        "message": f"The job ran past the limit of "
                                   f"{settings.job_time_limit_seconds:.0f} s."})
-            if done:
-                keep_as_artifact(session, job_id)
+            if not done:
+                session.rollback()
             return JobStatus.failed if done else "lost"
         if code == 0:
             drop_kept_artifact(session, job_id)  # a resumed job has its real result now
@@ -225,12 +231,12 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
             return JobStatus.queued if done else "lost"
         error = _read_error(job_id, code)
         add_event(session, job_id, "Training log tail:\n" + _log_tail(job_id), level="error")
+        keep_as_artifact(session, job_id)
         if not change_status(session, job_id, JobStatus.failed,
                              f"Job failed: {error['message']}", level="error", error=error,
                              event_data={"code": error["code"]}, owner=worker_id):
             session.rollback()  # not ours any more: the log tail is not this job's story
             return "lost"
-        keep_as_artifact(session, job_id)
         return JobStatus.failed
 
 
