@@ -30,9 +30,11 @@ if TYPE_CHECKING:
 
     from worker.context import JobContext
 
-# Listed checkpoints kept per job (per stage of a multi-stage job), newest first: OpenAI
-# keeps the last three too. Older ones are unlisted, then deleted.
-KEEP = 3
+# Listed checkpoints kept per job (per stage of a multi-stage job), newest first: every one
+# of a job with the default save_steps (a fifth of its steps). Older ones are unlisted, then
+# deleted: a full model's checkpoint is a full copy of its weights once the trainer's
+# rotation has removed its own.
+KEEP = 5
 def read_manifest(folder: Path) -> list[dict[str, Any]]:
     """[{"name", "bytes", "sha256"}] of a listed checkpoint folder, names relative to it."""
     return json.loads(storage.checkpoint_manifest(folder).read_text())
