@@ -146,6 +146,9 @@ def checkpoint_object(checkpoint: Checkpoint, job: Job) -> dict[str, Any]:
         "fine_tuned_model_checkpoint": checkpoint_model_name(job, checkpoint.step),
         "fine_tuning_job_id": job.id, "step_number": checkpoint.step,
         "metrics": {"step": checkpoint.step, **(checkpoint.metrics or {})},
+        # Ours: its files, one by one or as one archive.
+        "files_url": f"/v1/fine_tuning/jobs/{job.id}/checkpoints/{checkpoint.id}/files",
+        "archive_url": f"/v1/fine_tuning/jobs/{job.id}/checkpoints/{checkpoint.id}.tar.gz",
     }
 
 

@@ -41,6 +41,21 @@ def checkpoints_dir(job_id: str) -> Path:
     return job_dir(job_id) / "checkpoints"
 
 
+def listed_checkpoints_dir(job_id: str) -> Path:
+    """The checkpoints the API lists, each a folder that loads like the job's result.
+
+    Apart from the trainer's own folder (`checkpoints_dir`), whose rotation deletes old
+    checkpoints and which holds pickled optimizer state: a listed checkpoint stays on disk
+    until it is unlisted, in the same step (worker/listed_checkpoints.py).
+    """
+    return job_dir(job_id) / "listed_checkpoints"
+
+
+def checkpoint_manifest(folder: Path) -> Path:
+    """The files of a listed checkpoint folder: JSON [{"name", "bytes", "sha256"}]."""
+    return folder.with_name(folder.name + ".files.json")
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:

@@ -10,9 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from tunesmith import storage
-from tunesmith.db.models import Checkpoint, Job
+from tunesmith.db.models import Job
 from tunesmith.db.session import session_scope
-from tunesmith.ids import new_id
 from tunesmith.jobs.events import Level, add_event
 from tunesmith.json_input import JSONInputError, read_rows
 from tunesmith.settings import settings
@@ -134,21 +133,7 @@ class JobContext:
         with_db_retry(write, what="metrics")
 
     def checkpoint(self, step: int, path: Path, metrics: dict[str, Any]) -> None:
-        relative = str(path.relative_to(self.job_dir))
+        """List the trainer's checkpoint at `path` (worker/listed_checkpoints.py)."""
+        from worker import listed_checkpoints
 
-        if not self.is_main:  # the other ranks of a data-parallel job stay quiet
-            return
-        def write() -> None:
-            with session_scope() as session:
-                exists = session.scalar(sa.select(Checkpoint.id).where(
-                    Checkpoint.job_id == self.job_id, Checkpoint.path == relative))
-                if exists:
-                    return
-                session.add(Checkpoint(id=new_id("ftckpt"), job_id=self.job_id, step=step,
-                                       metrics={**metrics, **({"stage": self.stage}
-                                                              if self.stage else {})},
-                                       path=relative))
-                add_event(session, self.job_id, f"Checkpoint saved at step {step}",
-                          data={"step": step, "path": relative})
-
-        with_db_retry(write, what="checkpoint")
+        listed_checkpoints.record(self, step, path, metrics)

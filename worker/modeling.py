@@ -2,18 +2,37 @@
 
 from typing import Any
 
-from tunesmith.models import resolve_model
+from tunesmith.models import parse_fine_tuned, resolve_model
 from tunesmith.settings import settings
 from worker.context import JobContext
 from worker.hub_access import hub_kernels_on
 from worker.registry import TuningPlan
 
 
+def model_source(ctx: JobContext, name: str | None = None) -> str:
+    """What `from_pretrained` reads for the model `name` (default: the job's): a folder
+    under the models root, a hub id, or the weights of a fine-tuned model ("ft:...")."""
+    name = name or ctx.spec.model
+    if parse_fine_tuned(name) is not None:
+        from worker.fine_tuned import fine_tuned_folder
+
+        return str(fine_tuned_folder(ctx, name))
+    return resolve_model(name).path_or_id
+
+
+def name_as_user_named(model: Any, name: str) -> Any:
+    """Record `name`, not the folder it was read from: transformers and peft copy it into
+    every saved config (`_name_or_path`, `base_model_name_or_path`, the model card), and a
+    client loads the artifact by it."""
+    model.config._name_or_path = name
+    model.name_or_path = name
+    return model
+
+
 def load_tokenizer(ctx: JobContext, name: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
-    location = resolve_model(name or ctx.spec.model)
-    tokenizer = AutoTokenizer.from_pretrained(location.path_or_id,
+    tokenizer = AutoTokenizer.from_pretrained(model_source(ctx, name),
                                               trust_remote_code=settings.trust_remote_code)
     if tokenizer.pad_token is None:
         # Many causal LMs ship without a pad token; padding with EOS is the usual choice,
@@ -34,7 +53,7 @@ def load_model(ctx: JobContext, plan: TuningPlan, tuning: Any, *, precision: str
     """Load the base model for `task` ("causal_lm" or "seq_cls") with the tuning's options."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    location = resolve_model(name or ctx.spec.model)
+    source = model_source(ctx, name)
     kwargs: dict[str, Any] = {
         "trust_remote_code": settings.trust_remote_code,
         "dtype": torch_dtype(precision),
@@ -46,12 +65,13 @@ def load_model(ctx: JobContext, plan: TuningPlan, tuning: Any, *, precision: str
     }
     if task == "seq_cls":
         model = AutoModelForSequenceClassification.from_pretrained(
-            location.path_or_id, num_labels=1, **kwargs)
+            source, num_labels=1, **kwargs)
         if tokenizer is not None:
             # The score is read at the last non-pad token, so the model must know pad.
             model.config.pad_token_id = tokenizer.pad_token_id
     else:
-        model = AutoModelForCausalLM.from_pretrained(location.path_or_id, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    name_as_user_named(model, name or ctx.spec.model)
     if "device_map" not in kwargs:
         model.to(ctx.device)
     return model

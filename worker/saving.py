@@ -4,6 +4,7 @@ from typing import Any
 
 from worker.artifacts import register_artifacts
 from worker.context import JobContext
+from worker.public_names import name_the_model
 from worker.registry import TuningPlan
 
 
@@ -23,6 +24,7 @@ def save_result(ctx: JobContext, plan: TuningPlan, model: Any, tokenizer: Any,
     folder.mkdir(parents=True, exist_ok=True)
     kind = plan.save(model, tokenizer, folder, task, ctx)
     tokenizer.save_pretrained(folder)
+    name_the_model(folder, ctx.spec.model)
     names = register_artifacts(ctx, folder, kind)
     ctx.event(f"Saved {kind} to artifacts/{folder_name} ({len(names)} files)",
               data={"artifact": folder_name, "kind": kind, "files": names})

@@ -28,6 +28,7 @@ from tunesmith.jobs.states import JobStatus, change_status, claim_job, renew_lea
 from tunesmith.settings import settings
 from worker.db_retry import is_db_outage, with_db_retry
 from worker.launch import TrainingProcess, start_training
+from worker.listed_checkpoints import drop_kept_artifact, keep_as_artifact
 from worker.oom_recovery import next_replan, read_replan, write_replan
 from worker.train import ERROR_FILE, EXIT_STOPPED
 
@@ -220,7 +221,11 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
         job = session.get(Job, job_id)
         if job is None:
             return "gone"
+        kept = False
         if ending == JobStatus.paused and code != 0:
+            # A job that stops before its end keeps its last checkpoint as an artifact; in
+            # this transaction, so the status event stays the job's last.
+            kept = keep_as_artifact(session, job_id) is not None
             # The attempt the pause ended was no failure: it does not count against the job.
             if change_status(session, job_id, JobStatus.paused,
                              "Job paused; resume continues from the last checkpoint",
@@ -229,19 +234,27 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
                 return JobStatus.paused
             ending = JobStatus.cancelled  # a cancel came while it was pausing
         if ending == JobStatus.cancelled:
+            if not kept:
+                keep_as_artifact(session, job_id)
             done = change_status(session, job_id, JobStatus.cancelled,
                                  "Job cancelled; training stopped",
                                  expect={JobStatus.cancelling}, owner=worker_id)
+            if not done:
+                session.rollback()  # not ours any more: nor is the checkpoint to keep
             return JobStatus.cancelled if done else "lost"
         if ending == JobStatus.failed:
+            keep_as_artifact(session, job_id)
             done = change_status(
                 session, job_id, JobStatus.failed, "Job stopped at its time limit",
                 level="error", owner=worker_id,
                 error={"code": "timeout", "param": None,
                        "message": f"The job ran past the limit of "
                                   f"{settings.job_time_limit_seconds:.0f} s."})
+            if not done:
+                session.rollback()
             return JobStatus.failed if done else "lost"
         if code == 0:
+            drop_kept_artifact(session, job_id)  # a resumed job has its real result now
             suffix = f":{job.suffix}" if job.suffix else ""
             done = change_status(
                 session, job_id, JobStatus.succeeded, "The job has successfully completed",
@@ -262,6 +275,7 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
             return JobStatus.queued if done else "lost"
         error = _read_error(job_id, code)
         add_event(session, job_id, "Training log tail:\n" + _log_tail(job_id), level="error")
+        keep_as_artifact(session, job_id)
         if not change_status(session, job_id, JobStatus.failed,
                              f"Job failed: {error['message']}", level="error", error=error,
                              event_data={"code": error["code"]}, owner=worker_id):

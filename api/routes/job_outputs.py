@@ -1,16 +1,20 @@
-"""What a job produces: checkpoints and artifacts."""
+"""What a job produces: checkpoints and artifacts, downloaded file by file or a folder at a
+time as a streamed `.tar.gz` (DESIGN §8 "Archives" and "Checkpoints")."""
 
+import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from api.deps import CurrentProject, SessionDep
 from api.errors import InvalidRequest, NotFound, error_responses
 from api.routes.jobs import get_job
 from api.serializers import artifact_object, checkpoint_object, list_object
 from tunesmith import storage
+from tunesmith.archives import stream_tar_gz
 from tunesmith.db.models import Artifact, Checkpoint
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["jobs"])
@@ -34,6 +38,74 @@ def read_checkpoints(
                        has_more=len(rows) > limit)
 
 
+FILE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The file", "content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}}}}
+ARCHIVE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The folder as one gzip-compressed tar, streamed",
+    "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}}}
+ARCHIVE_SUFFIX = ".tar.gz"
+
+
+def _archive(members: list[tuple[str, Path]], filename: str) -> StreamingResponse:
+    return StreamingResponse(stream_tar_gz(members), media_type="application/gzip",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _listed_checkpoint(session: SessionDep, project: CurrentProject, job_id: str,
+                       checkpoint_id: str) -> tuple[Checkpoint, Path, list[dict[str, Any]]]:
+    """A listed checkpoint of this job, its folder and its files (name, bytes, sha256)."""
+    get_job(session, project, job_id)
+    checkpoint = session.get(Checkpoint, checkpoint_id)
+    missing = NotFound(f"No checkpoint '{checkpoint_id}' in job '{job_id}'.",
+                       param="checkpoint_id")
+    if checkpoint is None or checkpoint.job_id != job_id:
+        raise missing
+    folder = storage.job_dir(job_id) / checkpoint.path
+    try:
+        manifest = json.loads(storage.checkpoint_manifest(folder).read_text())
+    except (OSError, ValueError) as exc:  # unlisted a moment ago by its job's worker
+        raise missing from exc
+    return checkpoint, folder, manifest
+
+
+@router.get("/{job_id}/checkpoints/{checkpoint_id}/files", responses=error_responses(404))
+def read_checkpoint_files(session: SessionDep, project: CurrentProject, job_id: str,
+                          checkpoint_id: str) -> dict[str, Any]:
+    """A checkpoint's files (the adapter or model folder it saved) with size and sha256."""
+    _, _, manifest = _listed_checkpoint(session, project, job_id, checkpoint_id)
+    base = f"/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/files"
+    return list_object([{"object": "fine_tuning.job.checkpoint.file", **entry,
+                         "url": f"{base}/{entry['name']}"} for entry in manifest],
+                       has_more=False)
+
+
+@router.get("/{job_id}/checkpoints/{checkpoint_id}/files/{name:path}",
+            response_class=FileResponse, responses={**FILE_RESPONSE, **error_responses(404)})
+def read_checkpoint_file(session: SessionDep, project: CurrentProject, job_id: str,
+                         checkpoint_id: str, name: str) -> FileResponse:
+    """Download one file of a checkpoint by its name from the list."""
+    _, folder, manifest = _listed_checkpoint(session, project, job_id, checkpoint_id)
+    entry = next((e for e in manifest if e["name"] == name), None)
+    if entry is None:
+        raise NotFound(f"No file '{name}' in checkpoint '{checkpoint_id}'.", param="name")
+    path = storage.safe_join(folder, entry["name"])
+    return FileResponse(path, filename=path.name, media_type="application/octet-stream",
+                        headers={"X-Checksum-Sha256": entry["sha256"]})
+
+
+@router.get("/{job_id}/checkpoints/{checkpoint_id}.tar.gz", response_class=StreamingResponse,
+            responses={**ARCHIVE_RESPONSE, **error_responses(404)})
+def read_checkpoint_archive(session: SessionDep, project: CurrentProject, job_id: str,
+                            checkpoint_id: str) -> StreamingResponse:
+    """The checkpoint's folder as one `.tar.gz` (unpacks to `<job id>-step-<N>/`)."""
+    checkpoint, folder, manifest = _listed_checkpoint(session, project, job_id, checkpoint_id)
+    stage = (checkpoint.metrics or {}).get("stage")
+    top = f"{job_id}{'-' + stage if stage else ''}-step-{checkpoint.step}"
+    return _archive([(f"{top}/{e['name']}", storage.safe_join(folder, e["name"]))
+                     for e in manifest], f"{top}{ARCHIVE_SUFFIX}")
+
+
 @router.get("/{job_id}/artifacts", responses=error_responses(404))
 def read_artifacts(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """The job's results (adapter, model, reward model) with size and sha256."""
@@ -43,20 +115,41 @@ def read_artifacts(session: SessionDep, project: CurrentProject, job_id: str) ->
     return list_object([artifact_object(a) for a in rows], has_more=False)
 
 
-@router.get("/{job_id}/artifacts/{name:path}", response_class=FileResponse, responses={
-    200: {"description": "The file", "content": {"application/octet-stream": {
-        "schema": {"type": "string", "format": "binary"}}}}, **error_responses(404)})
+@router.get("/{job_id}/artifacts/{name:path}", response_model=None, responses={
+    200: {"description": "The file, or with `.tar.gz` after a folder's name the folder as one "
+                         "gzip-compressed tar, streamed",
+          "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                              "format": "binary"}},
+                      "application/gzip": {"schema": {"type": "string", "format": "binary"}}}},
+    **error_responses(404)})
 def read_artifact(session: SessionDep, project: CurrentProject, job_id: str,
-                  name: str) -> FileResponse:
-    """Download one artifact file by its name from the list."""
+                  name: str) -> FileResponse | StreamingResponse:
+    """Download one artifact file by its name from the list, or a folder as `<folder>.tar.gz`."""
     get_job(session, project, job_id)
+    missing = NotFound(f"No artifact '{name}' in job '{job_id}'.", param="name")
     artifact = session.scalar(sa.select(Artifact).where(Artifact.job_id == job_id,
                                                         Artifact.name == name))
+    root = storage.artifacts_dir(job_id)
+    if artifact is None and name.endswith(ARCHIVE_SUFFIX):
+        folder = name.removesuffix(ARCHIVE_SUFFIX).strip("/")
+        names = session.scalars(sa.select(Artifact.name).where(
+            Artifact.job_id == job_id, Artifact.name.startswith(f"{folder}/"))
+            .order_by(Artifact.name)).all()
+        if not folder or not names:
+            raise missing
+        # Unpacks to the folder's own name: `sft/adapter.tar.gz` gives `adapter/...`.
+        top = folder.rsplit("/", 1)[-1]
+        try:
+            members = [(f"{top}/{n.removeprefix(folder + '/')}", storage.safe_join(root, n))
+                       for n in names]
+        except storage.UnsafePath as exc:
+            raise missing from exc
+        return _archive(members, f"{top}{ARCHIVE_SUFFIX}")
     if artifact is None:
-        raise NotFound(f"No artifact '{name}' in job '{job_id}'.", param="name")
+        raise missing
     try:
-        path = storage.safe_join(storage.artifacts_dir(job_id), artifact.name)
+        path = storage.safe_join(root, artifact.name)
     except storage.UnsafePath as exc:
-        raise NotFound(f"No artifact '{name}' in job '{job_id}'.", param="name") from exc
+        raise missing from exc
     return FileResponse(path, filename=path.name, media_type="application/octet-stream",
                         headers={"X-Checksum-Sha256": artifact.sha256})

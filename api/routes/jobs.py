@@ -30,7 +30,14 @@ from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import TERMINAL, JobStatus, change_status
 from tunesmith.json_input import JSONInputError, parse_body
 from tunesmith.model_modules import matches, short_names, weight_modules
-from tunesmith.models import BadModelName, ModelLocation, ModelNotFound, resolve_model
+from tunesmith.models import (
+    BadModelName,
+    ModelLocation,
+    ModelNotFound,
+    parse_fine_tuned,
+    resolve_fine_tuned,
+    resolve_model,
+)
 from tunesmith.queue import dispatch_job, queue_for
 from tunesmith.settings import settings
 from tunesmith.spec.job import JobSpec, file_uses, reward_model_reference
@@ -61,9 +68,16 @@ def _check_references(session: Session, project: Project, spec: JobSpec) -> None
                 f"{use.field}: file '{file.id}' ({file.filename}) holds {file.format} rows, but "
                 f"method '{spec.method.type}' needs {wanted} rows here.",
                 param=use.field, code="invalid_training_file")
-    location = _resolve(spec.model, "model")
-    if isinstance(spec.tuning, LoraTuning) and isinstance(spec.tuning.target_modules, list):
-        _check_target_modules(spec.tuning.target_modules, location)
+    if parse_fine_tuned(spec.model) is None:
+        location = _resolve(spec.model, "model")
+        if isinstance(spec.tuning, LoraTuning) and isinstance(spec.tuning.target_modules, list):
+            _check_target_modules(spec.tuning.target_modules, location)
+    else:  # "ft:...": this project's fine-tuned model or checkpoint, at creation
+        try:
+            resolve_fine_tuned(session, spec.model, project_id=project.id)
+        except (BadModelName, ModelNotFound) as exc:
+            raise InvalidRequest(f"model: {exc}", param="model",
+                                 code="model_not_found") from exc
     if isinstance(spec.method, PPOMethod) and spec.method.ppo.reward_model.model is not None:
         _resolve(spec.method.ppo.reward_model.model, "method.ppo.reward_model.model")
     reward_job_id = reward_model_reference(spec)

@@ -51,6 +51,10 @@ ROUTES = [
     Route("GET", "/v1/fine_tuning/jobs/{job_id}/events"),
     Route("GET", "/v1/fine_tuning/jobs/{job_id}/events", params=(("stream", "true"),)),
     Route("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"),
+    Route("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/files"),
+    Route("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}/files/"
+                 "{checkpoint_file}"),
+    Route("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}.tar.gz"),
     Route("GET", "/v1/fine_tuning/jobs/{job_id}/artifacts"),
     Route("GET", "/v1/fine_tuning/jobs/{job_id}/artifacts/{name}"),
     Route("GET", "/v1/methods"),
@@ -109,8 +113,10 @@ def owned(owner: Project) -> dict[str, Any]:
     done = owner.wait(job["id"], timeout=300)
     assert done["status"] == "succeeded", (done["error"], owner.event_messages(job["id"])[-10:])
     artifacts = owner.http.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts").json()["data"]
+    checkpoint = owner.http.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"][0]
     ids = {"file_id": upload["id"], "job_id": job["id"],
-           "name": "adapter/adapter_model.safetensors"}
+           "name": "adapter/adapter_model.safetensors", "checkpoint_id": checkpoint["id"],
+           "checkpoint_file": "adapter_model.safetensors"}
     assert ids["name"] in {a["name"] for a in artifacts}
     # Strings that belong to the owner and that no refusal may echo.
     secrets = {MARKER, owner.key, done["organization_id"], upload["sha256"],
@@ -175,7 +181,8 @@ def test_another_projects_ids_are_404_and_leak_nothing(stack, owner: Project,  #
                                                       intruder: Project, owned: dict) -> None:
     ids = owned["ids"]
     missing = {"file_id": "file-000000000000000000000000",
-               "job_id": "ftjob-000000000000000000000000", "name": ids["name"]}
+               "job_id": "ftjob-000000000000000000000000", "name": ids["name"],
+               "checkpoint_id": ids["checkpoint_id"], "checkpoint_file": ids["checkpoint_file"]}
     for route in ID_ROUTES:
         response = _call(stack.url, route, dict(intruder.http.headers), ids)
         error = _assert_error_shape(response, 404, route.label)

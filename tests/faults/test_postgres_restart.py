@@ -85,7 +85,8 @@ def test_job_survives_a_postgres_restart(fault_stack: FaultStack, project: Proje
     # Every checkpoint recorded, the ones saved while the database was away included.
     expected = list(range(10, STEPS + 1, 10))
     assert sorted(checkpoint_steps(events)) == expected
-    assert sorted(c["step_number"] for c in run["checkpoints"]) == expected
+    # The newest five stay listed (worker/listed_checkpoints.py).
+    assert sorted(c["step_number"] for c in run["checkpoints"]) == expected[-5:]
     assert run["during"].status_code == 503, run["during"].text
     assert run["during"].json()["error"]["code"] == "database_unavailable"
     assert run["ready"] == 503

@@ -48,7 +48,9 @@ class JobSpec(SpecModel):
         min_length=1,
         max_length=NAME_LENGTH,
         description="A model the server knows: a "
-        "folder under the models root, or a hub id where downloads are allowed.",
+        "folder under the models root, a hub id where downloads are allowed, or a "
+        "fine-tuned model of the project (a job's `fine_tuned_model`, or that plus "
+        "`:ckpt-step-N` for a checkpoint): the job then trains on top of its weights.",
     )
     training_file: str | None = Field(
         None, min_length=1, max_length=ID_LENGTH,

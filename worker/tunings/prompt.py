@@ -8,8 +8,8 @@ from typing import Any
 
 from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
-from tunesmith.models import resolve_model
 from worker.context import JobContext
+from worker.modeling import model_source
 from worker.tunings.prompt_learning import register_prompt_learning
 
 
@@ -19,7 +19,7 @@ def _build(tuning: Any, task: TaskType, ctx: JobContext) -> PromptTuningConfig:
             task_type=task, num_virtual_tokens=tuning.num_virtual_tokens,
             prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=tuning.init_text,
             # Only read while training: a reloaded adapter takes its prompt from the weights.
-            tokenizer_name_or_path=resolve_model(ctx.spec.model).path_or_id,
+            tokenizer_name_or_path=model_source(ctx),
         )
     return PromptTuningConfig(task_type=task, num_virtual_tokens=tuning.num_virtual_tokens,
                               prompt_tuning_init=PromptTuningInit.RANDOM)
