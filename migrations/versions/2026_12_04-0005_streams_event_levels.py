@@ -3,8 +3,8 @@
 add_event now takes only `info`, `warn` and `error` (OpenAI's enum); rows written before
 say `warning`, which strict OpenAI clients reject.
 
-Revision ID: 0004_streams
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-04 16:00:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = '0004_streams'
-down_revision: str | None = '0003'
+revision: str = '0005'
+down_revision: str | None = '0004'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -5,7 +5,7 @@ top-level `training_file`; the NOT NULL column made the README's own multitask e
 answer 500. Workers renew a row each in worker_heartbeats, so /readyz and the reaper
 know which queues a live worker consumes (the embedded broker cannot be pinged).
 
-Revision ID: 0004_firstrun
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-04 15:40:00
 """
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0004_firstrun'
+revision: str = '0004'
 down_revision: str | None = '0003'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
