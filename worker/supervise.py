@@ -101,7 +101,8 @@ def _attempt(job_id: str, processes: int, *,
              worker_id: str) -> tuple[int, JobStatus | None] | None:
     """One training process, start to end: its exit code and why we stopped it (see
     _watch), or None if the job was taken from this worker."""
-    child = start_training(job_id, processes=processes)
+    with _lease_kept(job_id, worker_id=worker_id):
+        child = start_training(job_id, processes=processes)
     try:
         with _relay_sigterm(child) as host_stop:
             watched = _watch(job_id, child, worker_id=worker_id)
@@ -144,6 +145,31 @@ def _replan_after_oom(job_id: str, *, worker_id: str) -> bool:
         write_replan(folder, replan)
     error_path.unlink(missing_ok=True)
     return True
+
+
+@contextmanager
+def _lease_kept(job_id: str, *, worker_id: str) -> Iterator[None]:
+    """Renew the lease while the training process is being started: the first job after a
+    worker starts waits for the fork server's imports (seconds, more on a loaded node), and
+    a lease that ran out meanwhile sent the job to another worker as if this one had died."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(settings.heartbeat_seconds):
+            try:
+                with session_scope() as session:
+                    renew_lease(session, job_id, worker_id=worker_id,
+                                lease_seconds=settings.lease_seconds)
+            except sa.exc.DBAPIError as exc:  # an outage: _watch copes once the child runs
+                log.warning("could not renew the lease of %s while starting: %s", job_id, exc)
+
+    thread = threading.Thread(target=renew, name=f"lease-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 @contextmanager
