@@ -47,7 +47,7 @@ export class LineChart {
     this.figure.dataset.series = names.join(",");
     if (!points) return;
     this.empty.hidden = true;
-    const width = Math.max(280, Math.min(this.figure.clientWidth || 600, 900) - 16);
+    const width = Math.max(280, Math.min(this.figure.clientWidth || 600, 1400) - 20);
     if (this.plot && this.plot.series.length === names.length + 1) {
       this.plot.setData(data);
       return;

@@ -31,11 +31,13 @@ export function comparePage(main, ids = "") {
   chart.figure.id = "compare-chart";
   Promise.all(jobIds.map(async (id) => [await api(`/v1/fine_tuning/jobs/${id}`), await allEvents(id)]))
     .then((runs) => {
+      const lastLoss = new Map();
       for (const [job, events] of runs) {
         const name = job.user_provided_suffix ? `${job.id} (${job.user_provided_suffix})` : job.id;
         for (const e of events) {
           if (e.type !== "metrics" || typeof e.data?.step !== "number") continue;
           chart.add(name, e.data.step, e.data.loss);
+          if (typeof e.data.loss === "number") lastLoss.set(job.id, e.data.loss);
           chart.add(`${name} validation`, e.data.step, e.data.eval_loss);
         }
       }
@@ -43,7 +45,7 @@ export function comparePage(main, ids = "") {
         runs.map(([job]) => [h("a", { href: `#/jobs/${job.id}` }, job.id), job.status_detail,
           `${job.objective?.type ?? ""} / ${job.tuning?.type ?? ""}`,
           h("code", {}, JSON.stringify(job.hyperparameters)),
-          job.last_metrics?.loss?.toPrecision?.(4) ?? ""])));
+          lastLoss.get(job.id)?.toPrecision(4) ?? ""])));
     })
     .catch((error) => body.append(errorBox(error)));
 }

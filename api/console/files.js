@@ -30,7 +30,7 @@ export function filesPage(main) {
       const uploaded = await upload(file, (share) => { progress.value = share; });
       progress.value = 1;
       result.replaceChildren(h("p", { className: "ok" },
-        `Uploaded ${uploaded.filename} as ${uploaded.id}: ${uploaded.row_count ?? "?"} rows.`));
+        `Uploaded ${uploaded.filename} as ${uploaded.id}: ${uploaded.rows} rows (${uploaded.format}).`));
       refresh();
       showPreview(uploaded.id);
     } catch (error) {
@@ -50,7 +50,7 @@ export function filesPage(main) {
     try {
       const files = (await api("/v1/files?purpose=fine-tune&limit=100")).data;
       listing.replaceChildren(table("Your files", ["ID", "Name", "Rows", "Size", "Uploaded", ""],
-        files.map((f) => [f.id, f.filename, f.row_count ?? "", `${f.bytes} B`, when(f.created_at),
+        files.map((f) => [f.id, f.filename, f.rows, `${f.bytes} B`, when(f.created_at),
           h("button", { type: "button", onclick: () => showPreview(f.id) }, "Preview")])));
     } catch (error) { listing.replaceChildren(errorBox(error)); }
   }
@@ -68,7 +68,7 @@ export function filesPage(main) {
       const note = name ? `Tokens from ${name}'s tokenizer (all the row's text; the chat ` +
         "template adds a few)." : "No model chosen: characters only. Name a model to count tokens.";
       preview.replaceChildren(h("h2", {}, `Preview of ${fileId}`), h("p", { className: "muted" }, note),
-        table(`First ${page.data.length} of ${page.row_count} rows`, ["Line", "Tokens", "Characters", "Row"],
+        table(`First ${page.data.length} of ${page.rows} rows`, ["Line", "Tokens", "Characters", "Row"],
           page.data.map((r) => [r.line, r.tokens ?? "—", r.characters,
             h("code", { className: "row" }, JSON.stringify(r.row).slice(0, 300))])));
     } catch (error) { preview.replaceChildren(errorBox(error)); }

@@ -80,7 +80,7 @@ export function newJobPage(main) {
 
 function build(main, methods, files) {
   const fileOptions = (none) => [none ? h("option", { value: "" }, "none") : null,
-    ...files.map((f) => h("option", { value: f.id }, `${f.filename} (${f.id}, ${f.row_count ?? "?"} rows)`))];
+    ...files.map((f) => h("option", { value: f.id }, `${f.filename} (${f.id}, ${f.rows} rows)`))];
   const model = h("input", { id: "model", required: true, value: "tiny-llama", "aria-describedby": "model-help" });
   const training = h("select", { id: "training-file", required: true }, fileOptions(false));
   const validation = h("select", { id: "validation-file" }, fileOptions(true));

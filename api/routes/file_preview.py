@@ -2,8 +2,8 @@
 
 Token counts come from the model folder's `tokenizer.json`, read by `tokenizers` (Rust, no
 torch, so the API stays light). A row's count is the count of all its text (every string in
-it, joined by newlines): what a user weighs against `max_seq_length`, not the exact count
-after the chat template, which only the worker applies.
+it but message roles, joined by newlines): what a user weighs against `max_seq_length`, not
+the exact count after the chat template, which only the worker applies.
 """
 
 from functools import lru_cache
@@ -34,7 +34,8 @@ def _texts(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if isinstance(value, dict):
-        return [text for item in value.values() for text in _texts(item)]
+        # A message's role is the chat template's business, not text of the row.
+        return [text for key, item in value.items() if key != "role" for text in _texts(item)]
     if isinstance(value, list):
         return [text for item in value for text in _texts(item)]
     return []
@@ -78,4 +79,4 @@ def preview_file(
     except (JSONInputError, FileNotFoundError) as exc:  # the upload check passed it; gone?
         raise NotFound(f"File '{file_id}' cannot be read: {exc}", param="file_id") from None
     return {"object": "file.preview", "file_id": file.id, "model": model,
-            "row_count": file.row_count, "data": rows}
+            "rows": file.row_count, "data": rows}
