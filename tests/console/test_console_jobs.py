@@ -52,6 +52,7 @@ def test_lora_job_from_the_form_trains_live_and_pauses_resumes_cancels(
                   f'"training_file": "{file_id}"', '"type": "lora"', '"r": 4'):
         expect(body).to_contain_text(shown)
     expect(body).not_to_contain_text('"alpha"')  # defaults are not sent
+    page.evaluate("document.activeElement.blur(); window.scrollTo(0, 0)")
     page.screenshot(path=SCREENSHOTS / "new-job.png")
     page.click("#create-job")
     page.wait_for_url(re.compile(r"#/jobs/ftjob-"))
