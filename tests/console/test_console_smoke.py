@@ -5,6 +5,7 @@ import httpx
 from playwright.sync_api import Page, expect
 
 from tests.conftest import Stack
+from tests.console.helpers import sign_in
 from tests.utils.jobs import Project
 
 
@@ -31,3 +32,16 @@ def test_console_is_served_with_a_self_only_policy(stack: Stack) -> None:
         assert "default-src 'self'" in policy and "script-src 'self'" in policy
         assert "unsafe-inline" not in policy and "http" not in policy
     assert httpx.get(stack.url + "/console", follow_redirects=True).url.path == "/console/"
+
+
+def test_playground_says_the_inference_route_is_missing(page: Page, stack: Stack,
+                                                        project: Project) -> None:
+    sign_in(page, project.key, "#/playground")
+    answered = httpx.post(stack.url + "/v1/chat/completions", json={},
+                          headers={"Authorization": f"Bearer {project.key}"}).status_code
+    notice = page.locator("#playground-notice")
+    if answered == 404:  # until the inference routes are merged
+        expect(notice).to_contain_text("no inference routes yet")
+    else:
+        expect(notice).to_be_empty()
+    expect(page.get_by_label("Prompt")).to_be_visible()
