@@ -56,7 +56,9 @@ export class LineChart {
     this.plot = new uPlot({
       width, height: 240,
       scales: { x: { time: false } },
-      axes: [{ label: "step", stroke: "currentColor", grid: { stroke: "#8884" } },
+      // Steps are whole numbers: no tick at step 1.2.
+      axes: [{ label: "step", stroke: "currentColor", grid: { stroke: "#8884" },
+               incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 100000] },
              { label: this.yLabel, stroke: "currentColor", grid: { stroke: "#8884" } }],
       series: [{ label: "step" }, ...names.map((n, i) => ({
         label: n, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true,

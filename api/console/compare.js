@@ -15,6 +15,14 @@ async function allEvents(jobId) {
   }
 }
 
+// The knobs that tell runs apart, as they ran (the objective holds them, "auto" resolved).
+function ranWith(job) {
+  const kind = job.objective?.type;
+  const ran = (kind && job.objective[kind]?.hyperparameters) || job.hyperparameters || {};
+  return ["learning_rate", "batch_size", "n_epochs", "max_steps"].filter((k) => k in ran)
+    .map((k) => `${k}=${ran[k]}`).join(", ");
+}
+
 export function comparePage(main, ids = "") {
   const input = h("input", { id: "compare-ids", value: ids.split(",").filter(Boolean).join(", "),
                              size: 60, "aria-describedby": "compare-help" });
@@ -44,7 +52,7 @@ export function comparePage(main, ids = "") {
       body.append(table("Jobs compared", ["Job", "Status", "Method", "Hyperparameters", "Last loss"],
         runs.map(([job]) => [h("a", { href: `#/jobs/${job.id}` }, job.id), job.status_detail,
           `${job.objective?.type ?? ""} / ${job.tuning?.type ?? ""}`,
-          h("code", {}, JSON.stringify(job.hyperparameters)),
+          h("code", {}, ranWith(job)),
           lastLoss.get(job.id)?.toPrecision(4) ?? ""])));
     })
     .catch((error) => body.append(errorBox(error)));

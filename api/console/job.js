@@ -30,7 +30,7 @@ export function jobPage(main, jobId) {
   let job = null;
   let streaming = false;
   let lastEventId = null;
-  let outputsFor = null;
+  let polls = 0;
 
   function onEvent(event) {
     lastEventId = event.id;
@@ -93,12 +93,17 @@ export function jobPage(main, jobId) {
       h("p", {}, progressBar(job), job.progress?.eta_seconds != null ?
         h("span", { id: "eta" }, ` · ETA ${duration(job.progress.eta_seconds)}`) : ""),
       job.error?.message ? h("p", { className: "error" }, `${job.error.code}: ${job.error.message}`) : "");
-    actions.replaceChildren(
+    // Rebuilt only when the status changes, so a keyboard user's focus stays put.
+    if (changed) actions.replaceChildren(
       h("button", { type: "button", id: "pause", disabled: !["queued", "running", "validating_files"].includes(s), onclick: () => act("pause") }, "Pause"),
       h("button", { type: "button", id: "resume", disabled: s !== "paused", onclick: () => act("resume") }, "Resume"),
       h("button", { type: "button", id: "cancel", className: "danger", disabled: job.done || s === "cancelling", onclick: () => act("cancel") }, "Cancel"));
     if ((!job.done && s !== "paused") || !lastEventId) stream();
-    if (changed || outputsFor !== s) { outputsFor = s; showOutputs().catch((e) => outputs.replaceChildren(errorBox(e))); }
+    // New checkpoints appear while it trains: their list is re-read every few polls.
+    polls += 1;
+    if (changed || (!job.done && polls % 5 === 0)) {
+      showOutputs().catch((e) => outputs.replaceChildren(errorBox(e)));
+    }
   }
 
   async function poll() {

@@ -48,7 +48,11 @@ export function jobsPage(main) {
           h("td", {}, progressBar(j)),
           h("td", {}, duration(j.progress?.eta_seconds)),
           h("td", {}, when(j.created_at))))));
+      // The table is rebuilt every few seconds: keep a keyboard user's focus on its row.
+      const focused = document.activeElement;
+      const row = body.contains(focused) ? focused.closest("tr")?.dataset.job : null;
       body.replaceChildren(table);
+      if (row) body.querySelector(`tr[data-job="${row}"] ${focused.tagName === "A" ? "a" : "input"}`)?.focus();
     } catch (error) { body.replaceChildren(errorBox(error)); }
   }
   status.addEventListener("change", refresh);

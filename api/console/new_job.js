@@ -149,6 +149,7 @@ function build(main, methods, files) {
     h("div", { className: "sticky" }, h("h2", {}, "Request body"), preview,
       h("button", { type: "submit", id: "create-job" }, "Create job"), status)));
   main.replaceChildren(h("h1", {}, "New job"),
-    files.length ? "" : h("p", { className: "error" }, "Upload a training file first (Files)."), form);
+    files.length ? "" : h("p", { className: "error" }, "Upload a training file first: ",
+      h("a", { href: "#/files" }, "Files"), "."), form);
   showObjective();
 }

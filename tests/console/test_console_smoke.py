@@ -2,7 +2,7 @@
 console is served under a Content-Security-Policy of its own origin only."""
 
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import Stack
 from tests.console.helpers import sign_in
@@ -45,3 +45,17 @@ def test_playground_says_the_inference_route_is_missing(page: Page, stack: Stack
     else:
         expect(notice).to_be_empty()
     expect(page.get_by_label("Prompt")).to_be_visible()
+
+
+def test_dark_theme_follows_the_system(browser: Browser, stack: Stack, project: Project) -> None:
+    context = browser.new_context(base_url=stack.url, color_scheme="dark")
+    try:
+        page = context.new_page()
+        sign_in(page, project.key, "#/new")
+        expect(page.locator("#job-json")).to_contain_text('"type": "supervised"')
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        text = page.evaluate("getComputedStyle(document.body).color")
+        assert background == "rgb(13, 17, 23)" and text == "rgb(230, 237, 243)"
+        page.screenshot(path=stack.root / "console-dark.png")
+    finally:
+        context.close()
