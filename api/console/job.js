@@ -5,6 +5,9 @@ import { LineChart } from "./chart.js";
 import { duration, errorBox, h, table, when } from "./dom.js";
 import { progressBar } from "./jobs.js";
 
+// A checkpoint's metrics worth a glance in a table cell (the API has them all).
+const SHOWN_METRICS = ["train_loss", "valid_loss", "train_mean_token_accuracy"];
+
 function saveButton(label, path, filename) {
   return h("button", { type: "button", className: "download", onclick: async (e) => {
     const button = e.target;
@@ -70,7 +73,7 @@ export function jobPage(main, jobId) {
     outputs.replaceChildren(
       table("Checkpoints", ["Step", "Model name", "Metrics", ""], checkpoints.data.map((c) => [
         c.step_number, h("code", {}, c.fine_tuned_model_checkpoint),
-        Object.entries(c.metrics).filter(([k]) => k !== "step")
+        Object.entries(c.metrics).filter(([k]) => SHOWN_METRICS.includes(k))
           .map(([k, v]) => `${k}=${typeof v === "number" ? v.toPrecision(4) : v}`).join(", "),
         saveButton("Download .tar.gz", `/v1/fine_tuning/jobs/${jobId}/checkpoints/${c.id}.tar.gz`,
           `${jobId}-step-${c.step_number}.tar.gz`)])),

@@ -12,15 +12,18 @@ from tests.utils.jobs import Project
 from tests.utils.learning import bundled_instructions
 
 
-def test_upload_with_bad_lines_shows_their_numbers(page: Page, project: Project,
-                                                   tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_dropped_file_with_bad_lines_shows_their_numbers(page: Page, project: Project) -> None:
     rows = [json.dumps(r) for r in bundled_instructions()[:4]]
     rows[1] = '{"messages": [ oops'
     rows[3] = '{"unknown": "shape"}'
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text("\n".join(rows) + "\n")
     sign_in(page, project.key, "#/files")
-    page.set_input_files("#file-input", str(bad))
+    # Dropped on the drop zone, as a person drags it from their files.
+    dropped = page.evaluate_handle("""(text) => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([text], "bad.jsonl", {type: "application/jsonl"}));
+        return transfer;
+    }""", "\n".join(rows) + "\n")
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": dropped})
     expect(page.locator("#bad-lines li")).to_have_count(2)
     expect(page.locator("#bad-lines li[data-line='2']")).to_contain_text("Line 2")
     expect(page.locator("#bad-lines li[data-line='4']")).to_contain_text("Line 4")

@@ -93,6 +93,8 @@ def test_adapter_downloads_from_the_job_page(page: Page, project: Project, tmp_p
     job = two_finished_jobs[0]
     sign_in(page, project.key, f"#/jobs/{job['id']}")
     expect(page.locator("#job-status")).to_have_text("succeeded")
+    checkpoints = page.locator("table", has_text="Checkpoints").locator("tbody tr")
+    expect(checkpoints.first).to_contain_text(":ckpt-step-")
     with page.expect_download() as download:
         page.get_by_role("button", name="Download adapter.tar.gz").click()
     archive = tmp_path / "adapter.tar.gz"
