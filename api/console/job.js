@@ -115,9 +115,8 @@ export function jobPage(main, jobId) {
   }
 
   main.append(header, actions, notice, charts,
-    h("div", { className: "columns" },
-      h("section", { "aria-labelledby": "events-title" }, h("h2", { id: "events-title" }, "Events"), events),
-      h("section", { "aria-labelledby": "outputs-title" }, h("h2", { id: "outputs-title" }, "Outputs"), outputs)));
+    h("section", { "aria-labelledby": "outputs-title" }, h("h2", { id: "outputs-title" }, "Outputs"), outputs),
+    h("section", { "aria-labelledby": "events-title" }, h("h2", { id: "events-title" }, "Events"), events));
   poll();
   const timer = setInterval(() => { if (!job || !job.done || streaming) poll(); }, 2000);
   return () => { clearInterval(timer); controller.abort(); };
