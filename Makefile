@@ -19,7 +19,7 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) examples/demo.py
 
-# PostgreSQL 15, redis-server and docker-compose, installed (apt-get) where missing.
+# PostgreSQL 15, redis-server, docker-compose and chromium, installed (apt-get) where missing.
 test-servers:
 	.ci/system-packages servers
 

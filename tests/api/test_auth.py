@@ -41,6 +41,7 @@ ROUTES = [
     Route("GET", "/v1/files"),
     Route("GET", "/v1/files/{file_id}"),
     Route("GET", "/v1/files/{file_id}/content"),
+    Route("GET", "/v1/files/{file_id}/preview"),
     Route("DELETE", "/v1/files/{file_id}"),
     Route("POST", "/v1/fine_tuning/jobs", body="job"),
     Route("GET", "/v1/fine_tuning/jobs"),
