@@ -115,7 +115,8 @@ def _check_target_modules(targets: list[str], location: ModelLocation) -> None:
             param="tuning.target_modules", code="invalid_target_modules")
 
 
-def _parse_spec(raw: bytes) -> JobSpec:
+def _parse_spec(raw: bytes) -> tuple[JobSpec, bool]:
+    """The spec, and whether the body asks for a dry run (`"dry_run": true`)."""
     # The one JSON reader of user input (tunesmith/json_input.py): no NaN/Infinity, no
     # oversized integers, no deep nesting, no lone surrogates, none of which could be
     # stored and read back.
@@ -126,8 +127,11 @@ def _parse_spec(raw: bytes) -> JobSpec:
                              f"{exc.message}.", param=exc.field) from exc
     if not isinstance(body, dict):
         raise InvalidRequest("Body must be a JSON object with at least model and training_file.")
+    dry = body.pop("dry_run", False)
+    if not isinstance(dry, bool):
+        raise InvalidRequest("dry_run: must be true or false.", param="dry_run")
     try:
-        return JobSpec.model_validate(body)
+        return JobSpec.model_validate(body), dry
     except ValidationError as exc:
         from fastapi.exceptions import RequestValidationError
 
@@ -184,9 +188,13 @@ def create_job(
     raw: Annotated[bytes, Depends(raw_body)], session: SessionDep, project: CurrentProject,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Any:
-    """Create a job from a spec (OpenAI's fields plus `tuning`); it is queued at once."""
+    """Create a job from a spec (OpenAI's fields plus `tuning`); it is queued at once.
+    With `"dry_run": true` nothing is stored or queued: the answer is the resolved
+    hyperparameters, the memory estimate and the GPU classes the job fits."""
     idempotency.check_key(idempotency_key)
-    spec = _parse_spec(raw)
+    spec, dry = _parse_spec(raw)
+    if dry:
+        return _dry_run(session, project, spec)
     key = {"project_id": project.id, "route": "jobs", "key": idempotency_key}
     record = idempotency.claim(session, **key, body_hash=idempotency.request_hash(raw))
     if record is not None:
@@ -205,6 +213,26 @@ def create_job(
         raise
     _send(session, job)
     return body
+
+
+def _dry_run(session: Session, project: Project, spec: JobSpec) -> dict[str, Any]:
+    """The answer of a dry run: the references checked as at creation, nothing written."""
+    from tunesmith.dry_run import GpuClassesError, dry_run, parse_gpu_classes
+
+    _check_references(session, project, spec)
+    rows = sum(session.get(File, use.file_id).row_count for use in file_uses(spec)  # type: ignore[union-attr]
+               if use.field != "validation_file")
+    location = None if parse_fine_tuned(spec.model) is not None else resolve_model(spec.model)
+    try:
+        classes = parse_gpu_classes(settings.gpu_classes)
+    except GpuClassesError as exc:  # the server's setting, not the request, is at fault
+        log.error("%s", exc)
+        classes = {}
+    answer = dry_run(spec, location, rows=rows, gpu_classes=classes)
+    if location is None:
+        answer["notes"].append("a fine-tuned model's shape is its base's: name the base "
+                               "model for a memory estimate")
+    return answer
 
 
 def _insert_job(session: Session, project: Project, spec: JobSpec) -> Job:
