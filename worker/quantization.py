@@ -105,7 +105,13 @@ def on_quantized_base(plan: TuningPlan, ctx: JobContext) -> TuningPlan:
         return {**plan.load_kwargs(tuning, job), **load_kwargs(quantization, job)}
 
     def apply(model: Any, tuning: Any, task: str, job: JobContext) -> Any:
-        return plan.apply(prepare_base(model, quantization, job), tuning, task, job)
+        model = prepare_base(model, quantization, job)
+        if quantization.method == "gptq" and getattr(tuning, "target_modules", "") == "all-linear":
+            # peft's "all-linear" finds torch Linear layers only, and GPTQ's are not: name them.
+            tuning = tuning.model_copy(update={"target_modules": sorted({
+                name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                if type(module).__module__.startswith("gptqmodel")})})
+        return plan.apply(model, tuning, task, job)
 
     return replace(plan, load_kwargs=load, apply=apply)
 

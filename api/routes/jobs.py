@@ -25,6 +25,7 @@ from api.errors import (
 from api.project_lock import hold_project
 from api.serializers import job_object, list_object
 from tunesmith.db.models import File, Job, Project
+from tunesmith.dry_run import read_config
 from tunesmith.ids import new_id
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import TERMINAL, JobStatus, change_status
@@ -42,6 +43,7 @@ from tunesmith.queue import dispatch_job, queue_for
 from tunesmith.settings import settings
 from tunesmith.spec.job import JobSpec, file_uses, reward_model_reference
 from tunesmith.spec.objectives import PPOMethod
+from tunesmith.spec.quantization import base_refusal
 from tunesmith.spec.tunings import LoraTuning
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["jobs"])
@@ -70,6 +72,7 @@ def _check_references(session: Session, project: Project, spec: JobSpec) -> None
                 param=use.field, code="invalid_training_file")
     if parse_fine_tuned(spec.model) is None:
         location = _resolve(spec.model, "model")
+        _check_quantization(spec, location)
         if isinstance(spec.tuning, LoraTuning) and isinstance(spec.tuning.target_modules, list):
             _check_target_modules(spec.tuning.target_modules, location)
     else:  # "ft:...": this project's fine-tuned model or checkpoint, at creation
@@ -89,6 +92,15 @@ def _check_references(session: Session, project: Project, spec: JobSpec) -> None
             raise InvalidRequest(
                 f"method.ppo.reward_model.job: '{reward_job_id}' is not a succeeded reward job "
                 "of this project.", param="method.ppo.reward_model.job", code="invalid_reference")
+
+
+def _check_quantization(spec: JobSpec, location: ModelLocation) -> None:
+    """A GPTQ checkpoint is trained as published, with the GPTQ library, or refused."""
+    config = read_config(location)
+    why = base_refusal(spec.quantization.method if spec.quantization else None, config,
+                       location.name)
+    if why is not None:
+        raise InvalidRequest(why, param="quantization", code="invalid_quantization")
 
 
 def _resolve(name: str, field: str) -> ModelLocation:

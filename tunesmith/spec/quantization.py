@@ -73,3 +73,34 @@ def refusal(method: str, tuning: str, objective: str) -> str | None:
         return (f"quantization 'gptq' works with tuning 'lora' only (peft's GPTQ LoRA "
                 f"layers), not '{tuning}'")
     return None
+
+
+def gptq_library_installed() -> bool:
+    """Whether the GPTQ library peft and transformers use (gptqmodel, with optimum) is here."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("gptqmodel", "optimum"))
+
+
+def base_refusal(method: str | None, config: dict | None, model: str) -> str | None:
+    """Why the base model `model` (its config.json, None when unknown here) cannot take the
+    job's quantization `method` (None: no block), or None."""
+    published = ((config or {}).get("quantization_config") or {}).get("quant_method")
+    if published == "gptq":
+        if method is None:
+            return (f"quantization is required: model '{model}' is a GPTQ checkpoint (its "
+                    'config.json says quant_method "gptq"); set quantization '
+                    '{"method": "gptq"} to train LoRA on it as published')
+        if method != "gptq":
+            return (f"quantization '{method}' cannot be used: model '{model}' is already "
+                    'quantised by GPTQ; use quantization {"method": "gptq"}')
+    elif method == "gptq" and config is not None:
+        return (f"quantization 'gptq' needs a GPTQ checkpoint, and model '{model}' is not one "
+                "(its config.json has no quantization_config with quant_method \"gptq\"); "
+                "use bnb_nf4, bnb_fp4 or bnb_int8 to quantise it as it loads")
+    elif published is not None and method is None:
+        return None  # another pre-quantised format: transformers loads it as it is
+    if method == "gptq" and not gptq_library_installed():
+        return ("quantization 'gptq' is not available on this server: the GPTQ library "
+                "(gptqmodel with optimum) is not installed, so GPTQ layers cannot be loaded")
+    return None
