@@ -124,7 +124,7 @@ def test_dry_run_answers_without_storing(project, training_file) -> None:  # typ
     assert answer["object"] == "fine_tuning.job.dry_run"
     hp = answer["hyperparameters"]
     assert hp["batch_size"] == 4 and hp["max_seq_length"] == 128
-    assert hp["learning_rate"] == 2e-4 and hp["n_epochs"] == 5  # 16 rows: 5 epochs
+    assert hp["learning_rate"] == 2e-4 and hp["n_epochs"] == 10  # under 20 rows: 10 epochs
     assert answer["quantization"] == "bnb_nf4" and answer["optimizer"] == "paged_adamw_32bit"
     memory = answer["memory"]["per_device"]
     assert 0 < memory["peak_allocated_gib"] < 1 and memory["micro_batch_size"] >= 1
