@@ -20,8 +20,10 @@ from tests.utils.learning import answer_log_likelihood, bundled_instructions  # 
 from worker.tiny_model import corpus_text  # noqa: E402
 
 
-def test_lora_trains_on_a_gptq_checkpoint(stack, project) -> None:  # type: ignore[no-untyped-def]
+def test_lora_trains_on_a_gptq_checkpoint(stack, project, tmp_path,  # type: ignore[no-untyped-def]
+                                          monkeypatch) -> None:
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
+    monkeypatch.chdir(tmp_path)  # gptqmodel writes its quantisation log to the working folder
     folder = stack.home / "models" / "tiny-gptq"
     quantizer = gptqmodel.GPTQModel.load(
         str(stack.tiny_model), gptqmodel.QuantizeConfig(bits=4, group_size=32, desc_act=False),
