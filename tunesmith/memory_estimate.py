@@ -107,6 +107,25 @@ class TrainingSetup:
     device: str = "cuda"
     # Sequences a row makes: 2 for preference pairs (chosen and rejected).
     sequences_per_row: int = 1
+    # The job's `quantization.method` (bnb_nf4, bnb_fp4, bnb_int8, gptq) for a tuning on a
+    # quantised base; `qlora` is quantised without it (its bits above).
+    quantization: str | None = None
+    # AdamW's moments: 32-bit, or 8-bit (bitsandbytes' 8-bit and paged 8-bit AdamW).
+    optimizer_bits: int = 32
+    # A paged optimizer (QLoRA's paged AdamW) keeps its state in CUDA unified memory, which
+    # bitsandbytes allocates outside torch's allocator and which pages out to the host when
+    # the GPU runs short: it is not part of the device peak.
+    paged_optimizer: bool = False
+
+    @property
+    def quantized(self) -> bool:
+        return self.tuning == "qlora" or self.quantization is not None
+
+    @property
+    def quantized_bits(self) -> int:
+        if self.quantization is None:
+            return self.qlora_bits
+        return 8 if self.quantization == "bnb_int8" else 4
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,7 @@ class Estimate:
     activations: int  # at their peak: all saved tensors, or checkpoints plus one layer
     logits: int
     peak_allocated: int
+    paged: int = 0  # optimizer state in unified memory, outside peak_allocated
 
     @property
     def device_total(self) -> int:
@@ -132,9 +152,15 @@ class Estimate:
             return True
         return self.device_total - CUDA_CONTEXT_BYTES <= free_bytes
 
+    def fits_resident(self, free_bytes: int | None) -> bool:
+        """Whether it fits with paged optimizer state resident too (no paging at all)."""
+        if free_bytes is None:
+            return True
+        return self.device_total - CUDA_CONTEXT_BYTES + self.paged <= free_bytes
+
     def as_gib(self) -> dict[str, float]:
         fields = ("weights", "trainable", "gradients", "optimizer", "activations", "logits",
-                  "peak_allocated")
+                  "peak_allocated", "paged")
         out = {f"{name}_gib": round(getattr(self, name) / GIB, 2) for name in fields}
         out["device_total_gib"] = round(self.device_total / GIB, 2)
         return out
@@ -167,9 +193,12 @@ def _trainable_parameters(shape: ModelShape, setup: TrainingSetup) -> int:
 
 
 def _base_weight_bytes(shape: ModelShape, setup: TrainingSetup) -> int:
-    if setup.tuning != "qlora":
+    if not setup.quantized:
         return shape.parameters * _bytes(setup.precision)
-    if setup.qlora_bits == 8:  # int8 weights and one fp32 scale per output row
+    if setup.quantization == "gptq":
+        # 4-bit packed weights, one fp16 scale and a packed 4-bit zero per group of 128.
+        quantised = int(shape.linear_parameters * (0.5 + 2.5 / 128))
+    elif setup.quantized_bits == 8:  # int8 weights and one fp32 scale per output row
         quantised = shape.linear_parameters + 4 * shape.layers * sum(
             b for _, b in shape.linear_shapes)
     else:
@@ -186,9 +215,9 @@ def layer_activation_bytes_per_token(shape: ModelShape, setup: TrainingSetup) ->
     i = shape.intermediate / h
     compute = _bytes(setup.precision)  # autocast's matmul dtype
     # The residual stream: QLoRA's embeddings are upcast to fp32, so its stream is fp32.
-    stream = 4 if setup.tuning == "qlora" else _bytes(setup.precision)
+    stream = 4 if setup.quantized else _bytes(setup.precision)
     # bitsandbytes casts a layer's output back to its input's dtype.
-    linear_out = stream if setup.tuning == "qlora" else compute
+    linear_out = stream if setup.quantized else compute
     full = setup.tuning == "full"
     units = 0.0
     # Two RMSNorms: each upcasts its input to fp32 and keeps it (and its normalised output
@@ -221,13 +250,17 @@ def estimate(shape: ModelShape, setup: TrainingSetup) -> Estimate:
         raise ValueError(f"unknown tuning {setup.tuning!r}")
     tokens = setup.micro_batch * setup.sequences_per_row * (setup.seq_len + (
         setup.virtual_tokens if setup.tuning in PROMPT_TUNINGS else 0))
-    stream = 4 if setup.tuning == "qlora" else _bytes(setup.precision)
+    stream = 4 if setup.quantized else _bytes(setup.precision)
 
     weights = _base_weight_bytes(shape, setup)
     trainable = _trainable_parameters(shape, setup) * 4
     # Gradients and AdamW's two moments take the trained parameters' dtype.
     trained = weights if setup.tuning == "full" else trainable
     gradients, optimizer = trained, 2 * trained
+    if setup.optimizer_bits == 8:
+        # One byte a moment, and one fp32 absmax per block of 256 values.
+        elements = trained // (4 if setup.tuning != "full" else _bytes(setup.precision))
+        optimizer = 2 * elements + 2 * elements * 4 // 256
 
     layer = layer_activation_bytes_per_token(shape, setup) * tokens
     if setup.checkpointing:
@@ -247,7 +280,8 @@ def estimate(shape: ModelShape, setup: TrainingSetup) -> Estimate:
     # The peak: when backward starts (every saved activation and the logits alive), or when
     # it ends (every gradient, plus the layer being rebuilt under checkpointing).
     during = max(saved + logits, gradients + (layer if setup.checkpointing else 0))
-    peak = weights + trainable + optimizer + during
+    paged = optimizer if setup.paged_optimizer and setup.device == "cuda" else 0
+    peak = weights + trainable + optimizer - paged + during
     return Estimate(weights=weights, trainable=trainable, gradients=gradients,
                     optimizer=optimizer, activations=int(saved), logits=int(logits),
-                    peak_allocated=int(peak))
+                    peak_allocated=int(peak), paged=int(paged))

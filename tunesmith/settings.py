@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         default=None, description="Memory the automatic setup may plan for on a device without "
         "CUDA (none: no limit). On CUDA the device's free memory is the limit.",
     )
+    gpu_classes: str = Field(
+        default="", description="The workers' GPU classes and their memory in GiB, "
+        "'class=GiB' pairs separated by commas (\"h100=80,l4=24\"): a dry run says which "
+        "of them a job fits. Empty: the dry run answers the estimate only.",
+    )
     test_faults: bool = Field(
         default=False, description="Tests only: honour the test_fault_* settings below. "
         "Never set in production.",

@@ -17,6 +17,7 @@ from worker.hub_access import hub_kernels_on
 from worker.hyperparameters import MemoryInputs, Resolved, resolve
 from worker.liger import liger_for
 from worker.oom_recovery import Replan, read_replan
+from worker.quantization import choose_optimizer, is_quantized, on_quantized_base
 from worker.registry import TuningPlan, tuning
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,11 @@ def memory_inputs(ctx: JobContext) -> MemoryInputs | None:
         adapter_size=getattr(t, "size", 64),
         adapters_per_layer=2 if getattr(t, "placement", "") == "houlsby" else 1,
         chunked_logits=ctx.spec.method.type == "supervised", device=ctx.device,
-        sequences_per_row=rows_sequences)
+        sequences_per_row=rows_sequences,
+        quantization=ctx.spec.quantization.method if ctx.spec.quantization else None,
+        paged_optimizer=is_quantized(ctx))
     return MemoryInputs(shape=shape, setup=setup, free_bytes=_free_bytes(ctx),
-                        lean=t.type == "qlora")
+                        lean=setup.quantized)
 
 
 @dataclass
@@ -80,7 +83,7 @@ def setup(ctx: JobContext, hp: Hyperparameters, *, rows: int, model_max_length: 
     """
     import torch
 
-    plan = tuning(ctx.spec.tuning.type)
+    plan = on_quantized_base(tuning(ctx.spec.tuning.type), ctx)
     memory = memory_inputs(ctx)
     replan = read_replan(ctx.job_dir)
 
@@ -129,6 +132,12 @@ def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
               data={"liger_kernels": liger.on, "hub_kernels": hub_kernels_on(),
                     "stage": ctx.stage or None})
     extra = {**liger.trainer_kwargs(), **extra}
+    optim, why = choose_optimizer(ctx, hp.memory)
+    if why:
+        ctx.event(f"{ctx.stage + ': ' if ctx.stage else ''}Optimizer: {why}",
+                  data={"optim": optim or "adamw_torch", "stage": ctx.stage or None})
+    if optim is not None:
+        extra = {"optim": optim, **extra}
     return config_cls(
         output_dir=str(ctx.checkpoints_dir),
         num_train_epochs=hp.n_epochs, max_steps=hp.max_steps,

@@ -25,6 +25,7 @@ from api.errors import (
 from api.project_lock import hold_project
 from api.serializers import job_object, list_object
 from tunesmith.db.models import File, Job, Project
+from tunesmith.dry_run import read_config
 from tunesmith.ids import new_id
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import TERMINAL, JobStatus, change_status
@@ -42,6 +43,7 @@ from tunesmith.queue import dispatch_job, queue_for
 from tunesmith.settings import settings
 from tunesmith.spec.job import JobSpec, file_uses, reward_model_reference
 from tunesmith.spec.objectives import PPOMethod
+from tunesmith.spec.quantization import base_refusal
 from tunesmith.spec.tunings import LoraTuning
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["jobs"])
@@ -70,6 +72,7 @@ def _check_references(session: Session, project: Project, spec: JobSpec) -> None
                 param=use.field, code="invalid_training_file")
     if parse_fine_tuned(spec.model) is None:
         location = _resolve(spec.model, "model")
+        _check_quantization(spec, location)
         if isinstance(spec.tuning, LoraTuning) and isinstance(spec.tuning.target_modules, list):
             _check_target_modules(spec.tuning.target_modules, location)
     else:  # "ft:...": this project's fine-tuned model or checkpoint, at creation
@@ -89,6 +92,15 @@ def _check_references(session: Session, project: Project, spec: JobSpec) -> None
             raise InvalidRequest(
                 f"method.ppo.reward_model.job: '{reward_job_id}' is not a succeeded reward job "
                 "of this project.", param="method.ppo.reward_model.job", code="invalid_reference")
+
+
+def _check_quantization(spec: JobSpec, location: ModelLocation) -> None:
+    """A GPTQ checkpoint is trained as published, with the GPTQ library, or refused."""
+    config = read_config(location)
+    why = base_refusal(spec.quantization.method if spec.quantization else None, config,
+                       location.name)
+    if why is not None:
+        raise InvalidRequest(why, param="quantization", code="invalid_quantization")
 
 
 def _resolve(name: str, field: str) -> ModelLocation:
@@ -115,7 +127,8 @@ def _check_target_modules(targets: list[str], location: ModelLocation) -> None:
             param="tuning.target_modules", code="invalid_target_modules")
 
 
-def _parse_spec(raw: bytes) -> JobSpec:
+def _parse_spec(raw: bytes) -> tuple[JobSpec, bool]:
+    """The spec, and whether the body asks for a dry run (`"dry_run": true`)."""
     # The one JSON reader of user input (tunesmith/json_input.py): no NaN/Infinity, no
     # oversized integers, no deep nesting, no lone surrogates, none of which could be
     # stored and read back.
@@ -126,8 +139,11 @@ def _parse_spec(raw: bytes) -> JobSpec:
                              f"{exc.message}.", param=exc.field) from exc
     if not isinstance(body, dict):
         raise InvalidRequest("Body must be a JSON object with at least model and training_file.")
+    dry = body.pop("dry_run", False)
+    if not isinstance(dry, bool):
+        raise InvalidRequest("dry_run: must be true or false.", param="dry_run")
     try:
-        return JobSpec.model_validate(body)
+        return JobSpec.model_validate(body), dry
     except ValidationError as exc:
         from fastapi.exceptions import RequestValidationError
 
@@ -184,9 +200,13 @@ def create_job(
     raw: Annotated[bytes, Depends(raw_body)], session: SessionDep, project: CurrentProject,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Any:
-    """Create a job from a spec (OpenAI's fields plus `tuning`); it is queued at once."""
+    """Create a job from a spec (OpenAI's fields plus `tuning`); it is queued at once.
+    With `"dry_run": true` nothing is stored or queued: the answer is the resolved
+    hyperparameters, the memory estimate and the GPU classes the job fits."""
     idempotency.check_key(idempotency_key)
-    spec = _parse_spec(raw)
+    spec, dry = _parse_spec(raw)
+    if dry:
+        return _dry_run(session, project, spec)
     key = {"project_id": project.id, "route": "jobs", "key": idempotency_key}
     record = idempotency.claim(session, **key, body_hash=idempotency.request_hash(raw))
     if record is not None:
@@ -205,6 +225,26 @@ def create_job(
         raise
     _send(session, job)
     return body
+
+
+def _dry_run(session: Session, project: Project, spec: JobSpec) -> dict[str, Any]:
+    """The answer of a dry run: the references checked as at creation, nothing written."""
+    from tunesmith.dry_run import GpuClassesError, dry_run, parse_gpu_classes
+
+    _check_references(session, project, spec)
+    rows = sum(session.get(File, use.file_id).row_count for use in file_uses(spec)  # type: ignore[union-attr]
+               if use.field != "validation_file")
+    location = None if parse_fine_tuned(spec.model) is not None else resolve_model(spec.model)
+    try:
+        classes = parse_gpu_classes(settings.gpu_classes)
+    except GpuClassesError as exc:  # the server's setting, not the request, is at fault
+        log.error("%s", exc)
+        classes = {}
+    answer = dry_run(spec, location, rows=rows, gpu_classes=classes)
+    if location is None:
+        answer["notes"].append("a fine-tuned model's shape is its base's: name the base "
+                               "model for a memory estimate")
+    return answer
 
 
 def _insert_job(session: Session, project: Project, spec: JobSpec) -> Job:

@@ -7,6 +7,12 @@ from pydantic import BaseModel
 
 from api.deps import CurrentProject
 from tunesmith.spec.objectives import METHOD_CLASSES, SUPPORTED_TUNINGS, TRAINING_FORMATS
+from tunesmith.spec.quantization import (
+    QUANTIZABLE_OBJECTIVES,
+    QUANTIZABLE_TUNINGS,
+    QUANTIZATION_CLASSES,
+    refusal,
+)
 from tunesmith.spec.tunings import TUNING_CLASSES
 
 router = APIRouter(prefix="/v1", tags=["methods"])
@@ -36,7 +42,16 @@ def describe_methods() -> dict[str, Any]:
     tunings = [{"type": _type_of(cls), "description": _doc(cls),
                 "schema": cls.model_json_schema(), "defaults": cls().model_dump(mode="json")}
                for cls in TUNING_CLASSES if _can_default(cls)]
-    return {"object": "list", "objectives": objectives, "tunings": tunings}
+    quantizations = []
+    for cls in QUANTIZATION_CLASSES:
+        for method in cls.model_fields["method"].annotation.__args__:  # type: ignore[union-attr]
+            quantizations.append({
+                "method": method, "description": _doc(cls), "schema": cls.model_json_schema(),
+                "tunings": sorted(t for t in QUANTIZABLE_TUNINGS
+                                  if refusal(method, t, "supervised") is None),
+                "objectives": sorted(QUANTIZABLE_OBJECTIVES)})
+    return {"object": "list", "objectives": objectives, "tunings": tunings,
+            "quantizations": quantizations}
 
 
 def _can_default(cls: type[BaseModel]) -> bool:

@@ -17,6 +17,7 @@ from tunesmith.spec.objectives import (
     RLHFMethod,
     SupervisedMethod,
 )
+from tunesmith.spec.quantization import Quantization, refusal
 from tunesmith.spec.tunings import NO_ACTIVATION_CHECKPOINTING, PROMPT_LEARNING, LoraTuning, Tuning
 
 
@@ -60,6 +61,9 @@ class JobSpec(SpecModel):
     validation_file: str | None = Field(None, min_length=1, max_length=ID_LENGTH)
     method: Method = Field(default_factory=SupervisedMethod)
     tuning: Tuning = Field(default_factory=LoraTuning)
+    quantization: Quantization | None = Field(
+        None, description="Train the tuning on a quantised base: bitsandbytes NF4/FP4/int8 "
+        "as it loads, or a GPTQ checkpoint as published (README, Methods).")
     hyperparameters: Hyperparameters | None = Field(
         None,
         description="Deprecated by OpenAI in favour of method.<type>.hyperparameters; "
@@ -105,6 +109,10 @@ class JobSpec(SpecModel):
                 f"'{self.tuning.type}', which puts virtual tokens in front of every row of a "
                 "batch; leave it auto"
             )
+        if self.quantization is not None:
+            why = refusal(self.quantization.method, self.tuning.type, self.method.type)
+            if why is not None:
+                raise ValueError(why)
         if self.training_file is None and not isinstance(self.method, MultitaskMethod):
             raise ValueError("training_file is required")
         if self.integrations:

@@ -53,6 +53,11 @@ def apply(model: Any, tuning: AdapterTuning, task: str, ctx: JobContext) -> Any:
     for name, module in model.named_modules():
         if name.endswith(ADAPTER_NAME):
             module.float()
+    if getattr(model, "is_quantized", False):
+        # On a quantised base (worker/quantization.py has frozen it): transformers' Trainer
+        # refuses a quantised model that carries no *peft* adapter as "purely quantized",
+        # to stop training integer weights. Only these adapters train, so it may go ahead.
+        model.is_quantized = False
     return model
 
 

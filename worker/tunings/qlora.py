@@ -3,27 +3,18 @@
 4-bit (NF4 or FP4, optionally double-quantised) or 8-bit (LLM.int8) base weights; bitsandbytes
 runs both on CPU too. The LoRA weights stay in full precision, so the artifact is an ordinary
 PEFT LoRA folder that loads onto the full-precision base (or a quantised one) as it is.
+The same as `tuning.type: lora` with `quantization: {"method": "bnb_nf4"}` (worker/quantization.py).
 """
 
-import os
 from typing import Any
 
 from peft import get_peft_model, prepare_model_for_kbit_training
 
 from tunesmith.spec.tunings import QLoraTuning
 from worker.context import JobContext
+from worker.quantization import compute_dtype, device_map
 from worker.registry import TuningPlan, register_tuning
 from worker.tunings.lora import lora_config, save_peft
-
-
-def compute_dtype(ctx: JobContext) -> Any:
-    """The dtype the dequantised 4-bit matmuls run in: bf16 where the GPU has it."""
-    import torch
-
-    if ctx.device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # CPU bf16 matmuls are slow or emulated on most hosts; float32 is the safe choice.
-    return torch.float32
 
 
 def load_kwargs(tuning: QLoraTuning, ctx: JobContext) -> dict[str, Any]:
@@ -37,11 +28,7 @@ def load_kwargs(tuning: QLoraTuning, ctx: JobContext) -> dict[str, Any]:
         )
     else:
         quantization = BitsAndBytesConfig(load_in_8bit=True)
-    # Quantisation happens while loading, so the weights must load straight onto the device
-    # they train on (load_model then skips its `.to(device)`, which bnb models refuse). Under
-    # accelerate each process takes its own GPU.
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if ctx.device == "cuda" else "cpu"
-    return {"quantization_config": quantization, "device_map": {"": device}}
+    return {"quantization_config": quantization, "device_map": device_map(ctx)}
 
 
 def quantized_layers(model: Any) -> dict[str, int]:
