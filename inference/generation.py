@@ -165,8 +165,9 @@ def _pieces(loaded: Loaded, streamer: Any, thread: threading.Thread, result: dic
             sent = ready
         if stopped:
             break
-    for _ in streamer:  # let generate finish (stop_strings ends it within a token or two)
-        pass
+    if stopped:  # let generate finish (stop_strings ends it within a token or two)
+        for _ in streamer:
+            pass
     thread.join()
     if "error" in result:
         raise result["error"]

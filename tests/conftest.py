@@ -24,8 +24,10 @@ from tests.utils.servers import (
     run_cli,
     start_api,
     start_backing_servers,
+    start_inference,
     start_worker,
     stop_everything,
+    wait_inference,
 )
 from tests.utils.stack import Servers
 
@@ -33,6 +35,11 @@ from tests.utils.stack import Servers
 @dataclass
 class Stack(Servers):
     worker: Service
+    inference: Service
+
+    @property
+    def inference_url(self) -> str:
+        return self.env["TUNESMITH_INFERENCE_URL"]
 
     def restart_worker(self, name: str = "w1") -> Service:
         self.worker = start_worker(self.env, self.root / f"worker-{name}.log", name=name)
@@ -46,9 +53,15 @@ def stack() -> Iterator[Stack]:
     try:
         postgres, redis, env = start_backing_servers(root, FAST_RECOVERY)
         run_cli(["tiny-model"], env)
+        # The inference process imports torch while the API and the worker start.
+        # A budget of about one tiny model, so the tests that use several models exercise
+        # eviction (tests/api/test_inference_memory.py).
+        inference = start_inference({**env, "TUNESMITH_INFERENCE_MEMORY_BUDGET_MIB": "1"},
+                                    root / "inference.log")
         api, url = start_api(env, root / "api.log")
         worker = start_worker(env, root / "worker-w1.log")
-        yield Stack(root, env, postgres, redis, api, url, worker)
+        wait_inference(inference, env)
+        yield Stack(root, env, postgres, redis, api, url, worker, inference)
     finally:
         # Whatever started, in any state the run ended in (tests/test_servers_cleanup.py).
         stop_everything()
