@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,7 @@ from tests.utils.servers import (
     wait_inference,
 )
 from tests.utils.stack import Servers
+from tests.utils.tuning_jobs import submit_tuning_jobs
 
 
 @dataclass
@@ -77,3 +79,9 @@ def project(stack: Stack) -> Project:
 @pytest.fixture(scope="session")
 def other_project(stack: Stack) -> Project:
     return stack.project("other")
+
+
+@pytest.fixture(scope="session")
+def tuning_jobs(project: Project) -> dict[str, dict[str, Any]]:
+    """One job per tuning, shared by the tuning tests and the inference tests."""
+    return submit_tuning_jobs(project)

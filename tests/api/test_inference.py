@@ -185,3 +185,43 @@ def test_delete_removes_the_weights_not_the_job(client, project, lora_job) -> No
     assert lora_job["fine_tuned_model"] in [m.id for m in client.models.list()]
     with pytest.raises(openai.BadRequestError):
         client.models.delete("tiny-llama")
+
+
+def test_memory_budget_kept_while_five_fine_tuned_models_take_turns(stack, lora_job) -> None:  # type: ignore[no-untyped-def]
+    """A process of its own, with a budget of the base and two and a half adapters: the five
+    listed checkpoints of the LoRA job (five fine-tuned models on one base) used in turn,
+    twice round, never hold more than the budget, and its resident memory stops growing."""
+    from tests.utils.servers import free_port, start_inference, wait_inference
+
+    job_dir = stack.home / "jobs" / lora_job["id"]
+    folders = sorted((job_dir / "listed_checkpoints").glob("step-*"),
+                     key=lambda p: int(p.name.removeprefix("step-")))
+    assert len(folders) == 5
+    adapter_bytes = max(f.stat().st_size for d in folders for f in d.glob("*.safetensors"))
+    base_bytes = sum(f.stat().st_size for f in stack.tiny_model.glob("*.safetensors"))
+    budget = base_bytes + 2.5 * adapter_bytes
+    env = {**stack.env, "TUNESMITH_INFERENCE_URL": f"http://127.0.0.1:{free_port()}",
+           "TUNESMITH_INFERENCE_MEMORY_BUDGET_MIB": str(budget / 2**20)}
+    service = start_inference(env, stack.root / "inference-budget.log")
+    try:
+        wait_inference(service, env)
+        url = env["TUNESMITH_INFERENCE_URL"]
+        rss = []
+        for _ in range(2):
+            for folder in folders:
+                ref = {"model_id": folder.name, "base_path": str(stack.tiny_model),
+                       "tuning": "lora", "weights_path": str(folder)}
+                answer = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
+                    "model": folder.name, "messages": [{"role": "user", "content": "Hi"}],
+                    "max_tokens": 4, "temperature": 0, "tunesmith_model": ref})
+                assert answer.status_code == 200, answer.text
+                stats = httpx.get(f"{url}/stats", timeout=10).json()
+                assert stats["loaded_bytes"] <= stats["budget_bytes"], stats
+                assert len([u for u in stats["loaded"] if u["kind"] == "adapter"]) <= 2, stats
+            rss.append(stats["rss_bytes"])
+        assert stats["evictions"] >= 8 and stats["loads"] == 11, stats  # base + 10 adapters
+        print(f"\nbudget {budget / 2**20:.2f} MiB, loaded {stats['loaded_bytes'] / 2**20:.2f} "
+              f"MiB, RSS after each round {[round(r / 2**20) for r in rss]} MiB")
+        assert rss[1] - rss[0] < 64 * 2**20, rss
+    finally:
+        service.stop()
