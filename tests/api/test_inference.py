@@ -225,3 +225,44 @@ def test_memory_budget_kept_while_five_fine_tuned_models_take_turns(stack, lora_
         assert rss[1] - rss[0] < 64 * 2**20, rss
     finally:
         service.stop()
+
+
+def readme_try_it() -> tuple[list[str], str]:
+    """README "Try it": its curl commands (continuations joined) and its Python block."""
+    import re
+
+    from tests.utils.servers import REPO
+
+    section = (REPO / "README.md").read_text().split("## Try it", 1)[1].split("\n## ", 1)[0]
+    bash = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
+    commands = [line.strip() for line in re.sub(r"\\\n\s*", " ", bash).splitlines()
+                if line.strip().startswith("curl")]
+    return commands, re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+
+
+def test_readme_try_it_runs(stack, project, lora_job) -> None:  # type: ignore[no-untyped-def]
+    import contextlib
+    import io
+    import json
+    import subprocess
+
+    commands, python = readme_try_it()
+    assert len(commands) == 3
+    model = lora_job["fine_tuned_model"]
+    env = {**stack.env, "KEY": project.key, "MODEL": model}
+    outputs = []
+    for command in commands:
+        command = command.replace("http://127.0.0.1:8000", stack.url)
+        result = subprocess.run(["bash", "-c", command], env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    assert model in [m["id"] for m in json.loads(outputs[0])["data"]]
+    assert json.loads(outputs[1])["choices"][0]["message"]["content"].strip() == "Paris."
+    assert outputs[2].rstrip().endswith("data: [DONE]")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(python.replace("http://127.0.0.1:8000", stack.url),
+             {"KEY": project.key, "MODEL": model})
+    lines = printed.getvalue().splitlines()
+    assert model in lines[0] and lines[1].strip() == "Paris."
