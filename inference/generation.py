@@ -67,9 +67,10 @@ def _generate_kwargs(loaded: Loaded, ids: list[int], sampling: Sampling,
                      max_new: int) -> dict[str, Any]:
     import torch
 
+    where = next(loaded.model.parameters()).device
     kwargs: dict[str, Any] = {
-        "input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids),
-                                                                         dtype=torch.long),
+        "input_ids": torch.tensor([ids], device=where),
+        "attention_mask": torch.ones(1, len(ids), dtype=torch.long, device=where),
         "max_new_tokens": max_new, "pad_token_id": loaded.tokenizer.pad_token_id,
     }
     if sampling.temperature > 0:

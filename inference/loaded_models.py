@@ -58,10 +58,17 @@ def _tokenizer(folder: str, base_path: str) -> Any:
     return tokenizer
 
 
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _load_base(path: str) -> Any:
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path).eval()
+    # The dtype the weights were saved in (bf16 for most hub models, fp32 for the tiny one).
+    return AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(device()).eval()
 
 
 def _load_own(ref: ModelRef) -> Any:
@@ -72,13 +79,13 @@ def _load_own(ref: ModelRef) -> Any:
     if ref.tuning == "adapter":
         from worker.tunings.bottleneck import load_bottleneck_adapters
 
-        return load_bottleneck_adapters(ref.base_path, ref.weights_path)
+        return load_bottleneck_adapters(_load_base(ref.base_path), ref.weights_path)
     from peft import PeftModel
 
     from worker.tunings.prompt_learning import fix_generation
 
     model = PeftModel.from_pretrained(_load_base(ref.base_path), ref.weights_path)
-    return fix_generation(model).eval()
+    return fix_generation(model).to(device()).eval()
 
 
 class ModelCache:
@@ -187,6 +194,7 @@ class ModelCache:
                 else:
                     loaded.model = PeftModel.from_pretrained(
                         loaded.model, ref.weights_path, adapter_name=ref.model_id).eval()
+                loaded.model.to(device())
                 loaded.adapters[ref.model_id] = nbytes
             self._units[key] = nbytes
             self.loads += 1
