@@ -79,7 +79,8 @@ def _load_own(ref: ModelRef) -> Any:
     if ref.tuning == "adapter":
         from worker.tunings.bottleneck import load_bottleneck_adapters
 
-        return load_bottleneck_adapters(_load_base(ref.base_path), ref.weights_path)
+        # The adapters are built on the CPU; the model goes to the device after.
+        return load_bottleneck_adapters(_load_base(ref.base_path), ref.weights_path).to(device())
     from peft import PeftModel
 
     from worker.tunings.prompt_learning import fix_generation
