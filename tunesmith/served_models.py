@@ -24,6 +24,8 @@ from tunesmith.models import (
 )
 from tunesmith.settings import settings
 
+NO_SUCH_MODEL = ("This model does not exist or you do not have access to it; GET /v1/models "
+                 "lists the models you can use.")
 # A job that starts from an ft: model which itself started from one, and so on.
 _MAX_CHAIN = 8
 
@@ -67,12 +69,12 @@ def _fine_tuned_job(session: Session, name: str, project_id: str | None) -> tupl
     assert parsed is not None, name
     job = session.get(Job, parsed.job_id)
     if job is None or (project_id is not None and job.project_id != project_id):
-        raise ModelNotFound(f"The model '{name}' does not exist or you do not have access "
-                            "to it.")
+        # The name is not echoed: a 404 for another project's model reads exactly as one
+        # for a model that exists nowhere (tests/api/test_auth.py).
+        raise ModelNotFound(NO_SUCH_MODEL)
     if parsed.step is None and (job.status != "succeeded" or (
             name.startswith(FINE_TUNED_PREFIX) and job.fine_tuned_model != name)):
-        raise ModelNotFound(f"The model '{name}' does not exist (its job '{job.id}' is "
-                            f"{job.status}).")
+        raise ModelNotFound(f"This model does not exist (its job '{job.id}' is {job.status}).")
     if job.method_type == "reward":
         raise BadModelName(f"'{name}' is a reward model (a sequence classifier): it scores "
                            "text and does not generate it.")
@@ -101,8 +103,7 @@ def resolve_served(session: Session, name: str, *, project_id: str) -> ServedMod
     """What the inference process loads for `name`; ModelNotFound for another project's."""
     if parse_fine_tuned(name) is None:
         if name not in base_model_names():
-            raise ModelNotFound(f"The model '{name}' does not exist. GET /v1/models lists "
-                                "the models you can use.")
+            raise ModelNotFound(NO_SUCH_MODEL)
         return ServedModel(name, resolve_model(name).path_or_id, None, None)
     job, step = _fine_tuned_job(session, name, project_id)
     relative, _ = _weights_folder(job, step, session)

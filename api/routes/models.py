@@ -8,7 +8,7 @@ from api.deps import CurrentProject, SessionDep
 from api.errors import InvalidRequest, NotFound, error_responses
 from api.serializers import list_object
 from tunesmith.models import BadModelName, ModelNotFound
-from tunesmith.served_models import delete_model, project_models
+from tunesmith.served_models import NO_SUCH_MODEL, delete_model, project_models
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
@@ -25,8 +25,7 @@ def read_model(session: SessionDep, project: CurrentProject, model: str) -> dict
     for item in project_models(session, project.id):
         if item["id"] == model:
             return item
-    raise NotFound(f"The model '{model}' does not exist or you do not have access to it.",
-                   param="model", code="model_not_found")
+    raise NotFound(NO_SUCH_MODEL, param="model", code="model_not_found")
 
 
 @router.delete("/models/{model:path}", responses=error_responses(400, 404))
