@@ -194,7 +194,7 @@ def test_memory_budget_kept_while_five_fine_tuned_models_take_turns(stack, lora_
     from tests.utils.servers import free_port, start_inference, wait_inference
 
     job_dir = stack.home / "jobs" / lora_job["id"]
-    folders = sorted((job_dir / "listed_checkpoints").glob("step-*"),
+    folders = sorted((d for d in (job_dir / "listed_checkpoints").glob("step-*") if d.is_dir()),
                      key=lambda p: int(p.name.removeprefix("step-")))
     assert len(folders) == 5
     adapter_bytes = max(f.stat().st_size for d in folders for f in d.glob("*.safetensors"))
