@@ -25,6 +25,7 @@ class ModelRef:
     base_path: str
     tuning: str | None  # None: the base model itself
     weights_path: str | None  # adapter or full-model folder
+    bottleneck: dict[str, Any] | None = None  # settings for a bottleneck job's checkpoint
 
 
 @dataclass
@@ -76,6 +77,8 @@ def _load_own(ref: ModelRef) -> Any:
     assert ref.weights_path is not None
     if ref.tuning == "full":
         return _load_base(ref.weights_path)
+    if ref.tuning == "adapter" and ref.bottleneck is not None:
+        return _bottleneck_checkpoint(ref)
     if ref.tuning == "adapter":
         from worker.tunings.bottleneck import load_bottleneck_adapters
 
@@ -87,6 +90,30 @@ def _load_own(ref: ModelRef) -> Any:
 
     model = PeftModel.from_pretrained(_load_base(ref.base_path), ref.weights_path)
     return fix_generation(model).to(device()).eval()
+
+
+def _bottleneck_checkpoint(ref: ModelRef) -> Any:
+    """A bottleneck job's checkpoint: the trainer saved the whole model; its adapter tensors
+    go onto a fresh base with the job's adapter settings (every one of them must be there)."""
+    from safetensors.torch import load_file
+
+    from worker.tunings.bottleneck import (
+        BottleneckConfig,
+        adapter_state_dict,
+        add_bottleneck_adapters,
+    )
+
+    assert ref.weights_path is not None and ref.bottleneck is not None
+    model = _load_base(ref.base_path)
+    add_bottleneck_adapters(model, BottleneckConfig(**ref.bottleneck))
+    expected = set(adapter_state_dict(model))
+    saved = {k: v for k, v in load_file(str(Path(ref.weights_path) / "model.safetensors"))
+             .items() if k in expected}
+    if set(saved) != expected:
+        raise KeyError(f"checkpoint {ref.weights_path} lacks adapter tensors "
+                       f"{sorted(expected - set(saved))[:3]}")
+    model.load_state_dict(saved, strict=False)
+    return model.to(device()).eval()
 
 
 class ModelCache:

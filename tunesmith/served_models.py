@@ -23,6 +23,7 @@ from tunesmith.models import (
     resolve_model,
 )
 from tunesmith.settings import settings
+from tunesmith.spec.tunings import AdapterTuning
 
 NO_SUCH_MODEL = ("This model does not exist or you do not have access to it; GET /v1/models "
                  "lists the models you can use.")
@@ -36,6 +37,9 @@ class ServedModel:
     base_path: str
     tuning: str | None  # None: a base model
     weights_path: str | None
+    # A bottleneck job's checkpoint is the trainer's whole-model save, without the
+    # artifact's bottleneck_config.json: the adapters' settings, from the job's spec.
+    bottleneck: dict[str, Any] | None = None
 
     def as_ref(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,7 +114,12 @@ def resolve_served(session: Session, name: str, *, project_id: str) -> ServedMod
     folder = storage.job_dir(job.id) / relative
     if not folder.is_dir():
         raise ModelNotFound(f"The model '{name}' does not exist (its weights were deleted).")
-    return ServedModel(name, _base_path(session, job.model), job.tuning_type, str(folder))
+    bottleneck = None
+    if job.tuning_type == "adapter" and not (folder / "bottleneck_config.json").is_file():
+        tuning = AdapterTuning.model_validate(job.spec["tuning"])
+        bottleneck = tuning.model_dump(include={"size", "placement", "nonlinearity", "dropout"})
+    return ServedModel(name, _base_path(session, job.model), job.tuning_type, str(folder),
+                       bottleneck)
 
 
 def checkpoint_model_id(job: Job, step: int) -> str:
