@@ -27,7 +27,7 @@ from inference.generation import (
     new_tokens,
     prompt_ids,
 )
-from inference.loaded_models import Loaded, ModelCache, ModelRef
+from inference.loaded_models import ModelCache, ModelRef
 from inference.slots import Busy, Slots
 from tunesmith.settings import settings
 
@@ -175,5 +175,3 @@ def main(host: str, port: int) -> None:
     asyncio.run(uvicorn.Server(uvicorn.Config(create_app(), host=host, port=port,
                                               log_level="info")).serve())
 
-
-__all__ = ["Loaded", "create_app", "main"]
