@@ -13,7 +13,17 @@ from api.console import mount_console
 from api.errors import error_responses, install_error_handlers
 from api.metrics import install_metrics
 from api.rate_limit import install_rate_limit
-from api.routes import events, file_preview, files, health, job_outputs, jobs, methods
+from api.routes import (
+    completions,
+    events,
+    file_preview,
+    files,
+    health,
+    job_outputs,
+    jobs,
+    methods,
+    models,
+)
 from tunesmith.reaper import start_reaper_thread
 from tunesmith.settings import settings
 from tunesmith.spec.job import JobSpec
@@ -44,7 +54,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     install_rate_limit(app)
     install_metrics(app)
-    for module in (files, file_preview, jobs, events, job_outputs, methods):
+    for module in (files, file_preview, jobs, events, job_outputs, methods, models, completions):
         app.include_router(module.router, responses=V1_ERRORS)
     app.include_router(health.router)
     mount_console(app)  # the web console at /console/, on the same /v1 API

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,15 +25,23 @@ from tests.utils.servers import (
     run_cli,
     start_api,
     start_backing_servers,
+    start_inference,
     start_worker,
     stop_everything,
+    wait_inference,
 )
 from tests.utils.stack import Servers
+from tests.utils.tuning_jobs import submit_tuning_jobs
 
 
 @dataclass
 class Stack(Servers):
     worker: Service
+    inference: Service
+
+    @property
+    def inference_url(self) -> str:
+        return self.env["TUNESMITH_INFERENCE_URL"]
 
     def restart_worker(self, name: str = "w1") -> Service:
         self.worker = start_worker(self.env, self.root / f"worker-{name}.log", name=name)
@@ -46,9 +55,15 @@ def stack() -> Iterator[Stack]:
     try:
         postgres, redis, env = start_backing_servers(root, FAST_RECOVERY)
         run_cli(["tiny-model"], env)
+        # The inference process imports torch while the API and the worker start.
+        # A budget of about one tiny model, so the tests that use several models exercise
+        # eviction (tests/api/test_inference_memory.py).
+        inference = start_inference({**env, "TUNESMITH_INFERENCE_MEMORY_BUDGET_MIB": "1"},
+                                    root / "inference.log")
         api, url = start_api(env, root / "api.log")
         worker = start_worker(env, root / "worker-w1.log")
-        yield Stack(root, env, postgres, redis, api, url, worker)
+        wait_inference(inference, env)
+        yield Stack(root, env, postgres, redis, api, url, worker, inference)
     finally:
         # Whatever started, in any state the run ended in (tests/test_servers_cleanup.py).
         stop_everything()
@@ -64,3 +79,9 @@ def project(stack: Stack) -> Project:
 @pytest.fixture(scope="session")
 def other_project(stack: Stack) -> Project:
     return stack.project("other")
+
+
+@pytest.fixture(scope="session")
+def tuning_jobs(project: Project) -> dict[str, dict[str, Any]]:
+    """One job per tuning, shared by the tuning tests and the inference tests."""
+    return submit_tuning_jobs(project)

@@ -1,4 +1,4 @@
-"""The `tunesmith` console script: serve, worker, migrate, keys, tiny-model."""
+"""The `tunesmith` console script: serve, worker, inference, migrate, keys, tiny-model."""
 
 import argparse
 import logging
@@ -117,11 +117,34 @@ def _serve(args: argparse.Namespace) -> None:
         # One local worker as a child process: the embedded default needs no other command.
         worker = LocalWorker()
         worker.start()
+    inference = None
+    if not args.no_inference and settings.inference_url is None:
+        # The local inference process the API forwards chat and completions to; an operator
+        # who points TUNESMITH_INFERENCE_URL elsewhere runs their own.
+        inference = subprocess.Popen(
+            [sys.executable, "-m", "tunesmith.cli", "inference", "--port",
+             str(settings.inference_port)],
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     try:
         uvicorn.run("api.main:app", host=args.host, port=args.port, log_level="info")
     finally:
         if worker is not None:
             worker.stop()
+        if inference is not None:
+            inference.terminate()
+            try:
+                inference.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                inference.kill()
+
+
+def _inference(args: argparse.Namespace) -> None:
+    # Imported here: the server pulls in torch, which no other command needs.
+    from inference.server import main as serve_inference
+    from worker.hub_access import apply_hub_settings
+
+    apply_hub_settings()
+    serve_inference(args.host, args.port or settings.inference_port)
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -197,7 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", action="store_true", help="the API alone (compose)")
     serve.add_argument("--migrate", action="store_true",
                        help="run migrations first (always done on the embedded SQLite)")
+    serve.add_argument("--no-inference", action="store_true",
+                       help="do not start the local inference process (compose runs its own)")
     serve.set_defaults(func=_serve)
+
+    inference = sub.add_parser("inference", help="run the inference process that chat and "
+                               "completion requests are forwarded to")
+    inference.add_argument("--host", default="127.0.0.1")
+    inference.add_argument("--port", type=int, default=None,
+                           help="default: TUNESMITH_INFERENCE_PORT (8100)")
+    inference.set_defaults(func=_inference)
 
     worker = sub.add_parser("worker", help="run a Celery training worker")
     worker.add_argument("--queues", default=None, help="comma-separated; default: gpu")

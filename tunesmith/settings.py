@@ -100,6 +100,35 @@ class Settings(BaseSettings):
         "'class=GiB' pairs separated by commas (\"h100=80,l4=24\"): a dry run says which "
         "of them a job fits. Empty: the dry run answers the estimate only.",
     )
+    inference_url: str | None = Field(
+        default=None, description="Where the API sends chat and completion requests: the "
+        "`tunesmith inference` process (default: the local one on inference_port), or a vLLM "
+        "OpenAI server with LoRA enabled (see inference_backend).",
+    )
+    inference_backend: str = Field(
+        default="tunesmith", description="What inference_url points at: 'tunesmith' (our "
+        "process: every tuning) or 'vllm' (LoRA, QLoRA and full models are loaded into it "
+        "with /v1/load_lora_adapter; the other tunings are refused).",
+    )
+    inference_port: int = Field(default=8100, description="Port of the local inference process.")
+    inference_memory_budget_mib: float = Field(
+        default=8192.0, description="Weights the inference process keeps loaded (bases, "
+        "adapters, full models); past it the least recently used are evicted.",
+    )
+    inference_max_concurrent: int = Field(
+        default=4, description="Generations the inference process runs at once.")
+    inference_max_waiting: int = Field(
+        default=64, description="Requests that may wait for a free generation slot; one more "
+        "answers 429 with Retry-After.",
+    )
+    inference_wait_seconds: float = Field(
+        default=60.0, description="A request that waits longer than this for a free slot "
+        "answers 503 with Retry-After.",
+    )
+    inference_max_tokens: int = Field(
+        default=1024, description="Largest `max_tokens` a completion request may ask for (also "
+        "the default when it asks for none).",
+    )
     test_faults: bool = Field(
         default=False, description="Tests only: honour the test_fault_* settings below. "
         "Never set in production.",
@@ -137,6 +166,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return (self.models_root or self.home_dir / "models").expanduser().resolve()
+
+    @property
+    def inference_base_url(self) -> str:
+        return (self.inference_url or f"http://127.0.0.1:{self.inference_port}").rstrip("/")
 
     def ensure_dirs(self) -> None:
         for path in (self.home_dir, self.files_dir, self.jobs_dir, self.models_dir):

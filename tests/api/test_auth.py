@@ -27,7 +27,7 @@ MARKER = "zebra-quartz-7731"  # in the owner's data only: must never reach anoth
 class Route:
     method: str
     path: str  # with {file_id}, {job_id}, {name} placeholders
-    body: str | None = None  # "upload" or "job"
+    body: str | None = None  # "upload", "job", "chat" or "completion"
     params: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -59,6 +59,11 @@ ROUTES = [
     Route("GET", "/v1/fine_tuning/jobs/{job_id}/artifacts"),
     Route("GET", "/v1/fine_tuning/jobs/{job_id}/artifacts/{name}"),
     Route("GET", "/v1/methods"),
+    Route("GET", "/v1/models"),
+    Route("GET", "/v1/models/{model}"),
+    Route("DELETE", "/v1/models/{model}"),
+    Route("POST", "/v1/chat/completions", body="chat"),
+    Route("POST", "/v1/completions", body="completion"),
 ]
 # Routes whose path names one of the owner's objects: another project's key gets 404.
 ID_ROUTES = [r for r in ROUTES if "{" in r.path]
@@ -75,6 +80,11 @@ def _call(url: str, route: Route, headers: dict[str, str], ids: dict[str, str]) 
     elif route.body == "job":
         kwargs["json"] = {"model": "tiny-llama", "training_file": ids["file_id"],
                           "tuning": {"type": "lora"}}
+    elif route.body == "chat":
+        kwargs["json"] = {"model": ids["model"], "max_tokens": 2,
+                          "messages": [{"role": "user", "content": "Hi"}]}
+    elif route.body == "completion":
+        kwargs["json"] = {"model": ids["model"], "prompt": "Hi", "max_tokens": 2}
     return httpx.request(route.method, url + path, **kwargs)
 
 
@@ -117,7 +127,7 @@ def owned(owner: Project) -> dict[str, Any]:
     checkpoint = owner.http.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"][0]
     ids = {"file_id": upload["id"], "job_id": job["id"],
            "name": "adapter/adapter_model.safetensors", "checkpoint_id": checkpoint["id"],
-           "checkpoint_file": "adapter_model.safetensors"}
+           "checkpoint_file": "adapter_model.safetensors", "model": done["fine_tuned_model"]}
     assert ids["name"] in {a["name"] for a in artifacts}
     # Strings that belong to the owner and that no refusal may echo.
     secrets = {MARKER, owner.key, done["organization_id"], upload["sha256"],
@@ -183,7 +193,8 @@ def test_another_projects_ids_are_404_and_leak_nothing(stack, owner: Project,  #
     ids = owned["ids"]
     missing = {"file_id": "file-000000000000000000000000",
                "job_id": "ftjob-000000000000000000000000", "name": ids["name"],
-               "checkpoint_id": ids["checkpoint_id"], "checkpoint_file": ids["checkpoint_file"]}
+               "checkpoint_id": ids["checkpoint_id"], "checkpoint_file": ids["checkpoint_file"],
+               "model": "ft:tiny-llama:proj-0:ftjob-000000000000000000000000"}
     for route in ID_ROUTES:
         response = _call(stack.url, route, dict(intruder.http.headers), ids)
         error = _assert_error_shape(response, 404, route.label)
@@ -205,7 +216,7 @@ def test_another_projects_listings_and_create_see_nothing_of_the_owner(  # type:
         stack, intruder: Project, owned: dict) -> None:
     ids = owned["ids"]
     for route in OPEN_ROUTES:
-        if route.body == "job":
+        if route.body in ("job", "chat", "completion"):
             continue
         response = _call(stack.url, route, dict(intruder.http.headers), ids)
         assert response.status_code == 200, (route.label, response.text[:300])
@@ -221,6 +232,13 @@ def test_another_projects_listings_and_create_see_nothing_of_the_owner(  # type:
                    {**ids, "file_id": "file-000000000000000000000000"})
     assert response.text == absent.text.replace("file-000000000000000000000000", ids["file_id"])
     assert intruder.http.get("/v1/fine_tuning/jobs").json()["data"] == []
+    # Naming the owner's fine-tuned model in a chat or completion: 404, as OpenAI answers.
+    for route in OPEN_ROUTES:
+        if route.body in ("chat", "completion"):
+            response = _call(stack.url, route, dict(intruder.http.headers), ids)
+            error = _assert_error_shape(response, 404, route.label)
+            assert error["param"] == "model", error
+            _assert_nothing_leaks(response, owned["secrets"], route.label)
 
 
 def test_keys_are_stored_hashed(stack, owner: Project, intruder: Project) -> None:  # type: ignore[no-untyped-def]

@@ -241,6 +241,23 @@ def start_worker(env: dict[str, str], log: Path, *, name: str = "w1") -> Service
     return service
 
 
+def start_inference(env: dict[str, str], log: Path) -> Service:
+    """`tunesmith inference` on the port TUNESMITH_INFERENCE_URL names; call
+    `wait_inference` before the first request (it imports torch: seconds)."""
+    port = env["TUNESMITH_INFERENCE_URL"].rsplit(":", 1)[1]
+    return Service(["inference", "--port", port], env, log).start()
+
+
+def wait_inference(service: Service, env: dict[str, str]) -> None:
+    url = env["TUNESMITH_INFERENCE_URL"]
+    try:
+        wait_until(lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200,
+                   timeout=120, what=f"inference on {url} (log: {service.log})")
+    except BaseException:
+        service.stop()
+        raise
+
+
 def run_cli(args: list[str], env: dict[str, str]) -> str:
     result = subprocess.run([sys.executable, "-m", "tunesmith.cli", *args], env=env, cwd=REPO,
                             capture_output=True, text=True, timeout=120)
@@ -263,6 +280,9 @@ def start_backing_servers(root: Path, settings: dict[str, str]) -> tuple[Postgre
             "TUNESMITH_HOME": str(root / "home"),
             "TUNESMITH_DATABASE_URL": postgres.url,
             "TUNESMITH_BROKER_URL": redis.url,
+            # The stack's own inference process (start_inference), never the default port
+            # another run may hold: `serve` then starts no inference child of its own.
+            "TUNESMITH_INFERENCE_URL": f"http://127.0.0.1:{free_port()}",
             "PYTHONUNBUFFERED": "1",
         }
         run_cli(["migrate"], env)
