@@ -1,4 +1,5 @@
-"""The FastAPI app: routers, one error shape, and the reaper running beside the API."""
+"""The FastAPI app: routers, one error shape, and the reaper and webhook sender running
+beside the API."""
 
 import logging
 import threading
@@ -12,10 +13,11 @@ from fastapi.openapi.utils import get_openapi
 from api.errors import error_responses, install_error_handlers
 from api.metrics import install_metrics
 from api.rate_limit import install_rate_limit
-from api.routes import events, files, health, job_outputs, jobs, methods
+from api.routes import events, files, health, job_outputs, jobs, methods, webhooks
 from tunesmith.reaper import start_reaper_thread
 from tunesmith.settings import settings
 from tunesmith.spec.job import JobSpec
+from tunesmith.webhooks.sender import start_sender_thread
 
 # What any /v1 route may answer besides its own errors: a value the database cannot hold
 # (a NUL character in an id) or a request that does not match the schema, no or bad key,
@@ -27,12 +29,13 @@ V1_ERRORS = error_responses(400, 401, 429, 503)
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     settings.ensure_dirs()
     stop = threading.Event()
-    thread = start_reaper_thread(stop)
+    threads = [start_reaper_thread(stop), start_sender_thread(stop)]
     try:
         yield
     finally:
         stop.set()
-        thread.join(timeout=5)
+        for thread in threads:
+            thread.join(timeout=5)
 
 
 def create_app() -> FastAPI:
@@ -43,7 +46,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     install_rate_limit(app)
     install_metrics(app)
-    for module in (files, jobs, events, job_outputs, methods):
+    for module in (files, jobs, events, job_outputs, methods, webhooks):
         app.include_router(module.router, responses=V1_ERRORS)
     app.include_router(health.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
