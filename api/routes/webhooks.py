@@ -23,6 +23,16 @@ FIELDS = {"url", "events", "description"}
 MAX_URL = 2048
 MAX_DESCRIPTION = 512
 MAX_ENDPOINTS_PER_PROJECT = 20
+# The body is read raw (through the one JSON reader of user input), so FastAPI cannot see
+# its model: documented here.
+CREATE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["url"], "additionalProperties": False, "properties": {
+        "url": {"type": "string", "maxLength": MAX_URL,
+                "description": "http:// or https:// URL that receives the events"},
+        "events": {"type": "array", "minItems": 1,
+                   "items": {"type": "string", "enum": list(EVENT_TYPES)},
+                   "description": "Events to send (default: all)"},
+        "description": {"type": "string", "maxLength": MAX_DESCRIPTION}}}}}}}
 
 
 def endpoint_object(endpoint: WebhookEndpoint, *, secret: str | None = None) -> dict[str, Any]:
@@ -90,7 +100,7 @@ def _parse(raw: bytes) -> tuple[str, list[str], str | None]:
     return url, list(dict.fromkeys(events)), description
 
 
-@router.post("", responses=error_responses(400, 413))
+@router.post("", responses=error_responses(400, 413), openapi_extra=CREATE_BODY)
 def create_webhook(raw: Annotated[bytes, Depends(raw_body)], session: SessionDep,
                    project: CurrentProject) -> dict[str, Any]:
     """Add an endpoint. The answer holds its signing secret (`whsec_...`), shown this once."""

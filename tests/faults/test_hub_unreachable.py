@@ -38,8 +38,12 @@ def test_unreachable_hub_fails_fast_as_model_not_found(
     assert error["code"] == "model_not_found" and error["param"] == "model", error
     assert MODEL in error["message"] and "unreachable" in error["message"], error
     # From the claim to the failure: the training process starts (a few seconds on a
-    # loaded machine) and the download fails at once.
-    assert done["finished_at"] - done["started_at"] <= 20, done
+    # loaded machine) and the download fails at once. (On a loaded machine a first attempt
+    # can lose its lease while the worker warms up; the attempt that ran is what counts.)
+    events = project.events(job["id"])
+    started = max(e["created_at"] for e in events if e["message"].startswith("Job started"))
+    assert done["finished_at"] - started <= 15, [(e["created_at"], e["message"][:200])
+                                                 for e in events]
 
     assert TOKEN not in str(project.events(job["id"]))
     assert TOKEN not in stack.api_log() and TOKEN not in stack.worker_log("w1")

@@ -51,3 +51,22 @@ def test_retries_back_off_exponentially_with_jitter_up_to_the_cap(
         delays = {retry_delay(attempts) for _ in range(50)}
         assert all(ceiling / 2 <= d <= ceiling for d in delays), (attempts, delays)
         assert len(delays) > 1  # jittered
+
+
+def test_secrets_are_sealed_with_the_operators_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.fernet import Fernet
+    from standardwebhooks import Webhook
+
+    from tunesmith.webhooks.signing_secrets import new_secret, seal, unseal
+
+    secret = new_secret()
+    Webhook(secret)  # the form Standard Webhooks libraries take
+    monkeypatch.setattr(settings, "webhook_secret_key", None)
+    assert seal(secret) == secret
+    monkeypatch.setattr(settings, "webhook_secret_key", Fernet.generate_key().decode())
+    sealed = seal(secret)
+    assert secret not in sealed and secret[6:] not in sealed
+    assert unseal(sealed) == secret
+    monkeypatch.setattr(settings, "webhook_secret_key", None)
+    with pytest.raises(RuntimeError, match="TUNESMITH_WEBHOOK_SECRET_KEY"):
+        unseal(sealed)
