@@ -27,7 +27,7 @@ MAX_ENDPOINTS_PER_PROJECT = 20
 # its model: documented here.
 CREATE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["url"], "additionalProperties": False, "properties": {
-        "url": {"type": "string", "maxLength": MAX_URL,
+        "url": {"type": "string", "maxLength": MAX_URL, "pattern": "^https?://[^/?#]+",
                 "description": "http:// or https:// URL that receives the events"},
         "events": {"type": "array", "minItems": 1,
                    "items": {"type": "string", "enum": list(EVENT_TYPES)},
@@ -49,9 +49,9 @@ def delivery_object(delivery: WebhookDelivery) -> dict[str, Any]:
             "event": delivery.event_type, "status": delivery.status,
             "attempts": delivery.attempts, "last_status_code": delivery.last_status_code,
             "last_error": delivery.last_error,
-            "next_attempt_at": (int(delivery.next_attempt_at)
-                                if delivery.status == "pending" and delivery.next_attempt_at
-                                else None),
+            "next_attempt_at": (None if delivery.status != "pending"
+                                or delivery.next_attempt_at is None
+                                else int(delivery.next_attempt_at)),
             "created_at": delivery.created_at, "delivered_at": delivery.delivered_at}
 
 

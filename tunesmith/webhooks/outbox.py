@@ -52,6 +52,6 @@ def add_job_event(session: Session, project_id: str, job_id: str, status: str) -
         session.add(WebhookDelivery(
             id=new_id("whdel"), endpoint_id=endpoint.id, event_id=event_id,
             event_type=event_type, payload=payload, status="pending", attempts=0,
-            next_attempt_at=0.0, created_at=created_at))
+            next_attempt_at=float(created_at), created_at=created_at))
     session.flush()
     return len(listening)

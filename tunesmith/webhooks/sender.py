@@ -139,9 +139,11 @@ def start_sender_thread(stop: threading.Event) -> threading.Thread:
                 # A full batch means more may be due: go on without waiting.
                 while run_once() == BATCH and not stop.is_set():
                     pass
-            except Exception:  # the database away or a bug must not end the loop
-                log.warning("webhook sender round failed; retrying next interval",
-                            exc_info=True)
+            except sa.exc.DBAPIError as exc:  # the rows wait in the database for its return
+                log.warning("webhook sender: database unavailable (%s); retrying",
+                            type(exc.orig).__name__)
+            except Exception:  # a bug must not end the loop
+                log.exception("webhook sender round failed; retrying next interval")
 
     thread = threading.Thread(target=loop, name="tunesmith-webhooks", daemon=True)
     thread.start()
