@@ -1,4 +1,5 @@
-"""The FastAPI app: routers, one error shape, and the reaper running beside the API."""
+"""The FastAPI app: routers, one error shape, and the reaper and webhook sender running
+beside the API."""
 
 import logging
 import threading
@@ -23,10 +24,12 @@ from api.routes import (
     jobs,
     methods,
     models,
+    webhooks,
 )
 from tunesmith.reaper import start_reaper_thread
 from tunesmith.settings import settings
 from tunesmith.spec.job import JobSpec
+from tunesmith.webhooks.sender import start_sender_thread
 
 # What any /v1 route may answer besides its own errors: a value the database cannot hold
 # (a NUL character in an id) or a request that does not match the schema, no or bad key,
@@ -38,12 +41,13 @@ V1_ERRORS = error_responses(400, 401, 429, 503)
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     settings.ensure_dirs()
     stop = threading.Event()
-    thread = start_reaper_thread(stop)
+    threads = [start_reaper_thread(stop), start_sender_thread(stop)]
     try:
         yield
     finally:
         stop.set()
-        thread.join(timeout=5)
+        for thread in threads:
+            thread.join(timeout=5)
 
 
 def create_app() -> FastAPI:
@@ -54,7 +58,8 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     install_rate_limit(app)
     install_metrics(app)
-    for module in (files, file_preview, jobs, events, job_outputs, methods, models, completions):
+    for module in (files, file_preview, jobs, events, job_outputs, methods, models, completions,
+                   webhooks):
         app.include_router(module.router, responses=V1_ERRORS)
     app.include_router(health.router)
     mount_console(app)  # the web console at /console/, on the same /v1 API

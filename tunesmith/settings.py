@@ -129,6 +129,33 @@ class Settings(BaseSettings):
         default=1024, description="Largest `max_tokens` a completion request may ask for (also "
         "the default when it asks for none).",
     )
+    webhook_allow_private_urls: bool = Field(
+        default=False, description="Let webhooks reach loopback, private, link-local and "
+        "reserved addresses. Off: an API user cannot aim the server at its own network (SSRF).",
+    )
+    webhook_max_attempts: int = Field(
+        default=8, description="Deliveries of one webhook event before it is given up "
+        "(recorded as `failed` in the endpoint's delivery log).",
+    )
+    webhook_retry_base_seconds: float = Field(
+        default=10.0, description="Wait after a webhook's first failed delivery; each further "
+        "failure doubles it (with jitter), up to webhook_retry_max_seconds.",
+    )
+    webhook_retry_max_seconds: float = Field(
+        default=3600.0, description="Longest wait between two deliveries of one webhook event.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, description="How long a webhook receiver may take to answer.",
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0, description="How often the API's webhook sender looks for due deliveries.",
+    )
+    webhook_secret_key: str | None = Field(
+        default=None, description="A Fernet key (`python -c 'from cryptography.fernet import "
+        "Fernet; print(Fernet.generate_key().decode())'`) that encrypts webhook signing "
+        "secrets in the database. Unset: they are stored as they are, readable by whoever "
+        "reads the database.",
+    )
     test_faults: bool = Field(
         default=False, description="Tests only: honour the test_fault_* settings below. "
         "Never set in production.",

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from tunesmith.models import parse_fine_tuned, resolve_model
+from tunesmith.models import BadModelName, ModelNotFound, parse_fine_tuned, resolve_model
 from tunesmith.settings import settings
 from worker.context import JobContext
 from worker.hub_access import hub_kernels_on
@@ -17,7 +17,26 @@ def model_source(ctx: JobContext, name: str | None = None) -> str:
         from worker.fine_tuned import fine_tuned_folder
 
         return str(fine_tuned_folder(ctx, name))
-    return resolve_model(name).path_or_id
+    location = resolve_model(name)
+    if location.source != "hub":
+        return location.path_or_id
+    if name not in _hub_folders:  # the tokenizer and the model: one download, one check
+        from worker.hub_download import download
+
+        _hub_folders[name] = download(
+            name, lambda message, data: ctx.event(message, data=data))
+    return _hub_folders[name]
+
+
+# Hub models this training process has fetched: model name -> local snapshot folder.
+_hub_folders: dict[str, str] = {}
+
+
+def is_hub_model(name: str) -> bool:
+    try:
+        return parse_fine_tuned(name) is None and resolve_model(name).source == "hub"
+    except (BadModelName, ModelNotFound):
+        return False
 
 
 def name_as_user_named(model: Any, name: str) -> Any:

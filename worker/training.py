@@ -16,6 +16,7 @@ from worker.fault_injection import fault_callbacks
 from worker.hub_access import hub_kernels_on
 from worker.hyperparameters import MemoryInputs, Resolved, resolve
 from worker.liger import liger_for
+from worker.modeling import is_hub_model, model_source
 from worker.oom_recovery import Replan, read_replan
 from worker.quantization import choose_optimizer, is_quantized, on_quantized_base
 from worker.registry import TuningPlan, tuning
@@ -41,10 +42,13 @@ def memory_inputs(ctx: JobContext) -> MemoryInputs | None:
     rows_sequences = PLANNED.get(ctx.spec.method.type)
     if rows_sequences is None or ctx.stage:
         return None
+    # A hub model is fetched first (progress in the events): a hub that cannot be reached
+    # fails the job now as model_not_found, not after ~40 s of AutoConfig's retries.
+    hub_folder = model_source(ctx) if is_hub_model(ctx.spec.model) else None
     try:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(resolve_model(ctx.spec.model).path_or_id,
+        config = AutoConfig.from_pretrained(hub_folder or resolve_model(ctx.spec.model).path_or_id,
                                             trust_remote_code=settings.trust_remote_code)
         shape = ModelShape.from_config(config.to_dict())
     except Exception:  # an unusual architecture: train without an estimate, as before

@@ -27,6 +27,11 @@ FAST_RECOVERY = {
     "TUNESMITH_CANCEL_GRACE_SECONDS": "5",
     "TUNESMITH_NO_WORKER_WARNING_SECONDS": "3",
     "TUNESMITH_ALLOW_HUB_DOWNLOADS": "false",
+    # Webhook receivers in tests listen on 127.0.0.1 and recover within seconds.
+    "TUNESMITH_WEBHOOK_ALLOW_PRIVATE_URLS": "true",
+    "TUNESMITH_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
+    "TUNESMITH_WEBHOOK_RETRY_MAX_SECONDS": "2",
+    "TUNESMITH_WEBHOOK_POLL_SECONDS": "0.3",
 }
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

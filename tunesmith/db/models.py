@@ -1,4 +1,5 @@
-"""The tables: projects and their keys, files, jobs with their events, checkpoints, artifacts."""
+"""The tables: projects and their keys, files, jobs with their events, checkpoints, artifacts,
+webhook endpoints and their deliveries."""
 
 from typing import Any
 
@@ -161,3 +162,51 @@ class WorkerHeartbeat(Base):
     pid: Mapped[int] = mapped_column(sa.Integer)
     started_at: Mapped[float] = mapped_column(sa.Float)
     heartbeat_at: Mapped[float] = mapped_column(sa.Float)
+
+
+class WebhookEndpoint(Base):
+    """A project's webhook receiver: where to send which job events, signed with `secret`."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (sa.Index("ix_webhook_endpoints_project_id_id", "project_id", "id"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(sa.ForeignKey("projects.id"))
+    url: Mapped[str] = mapped_column(sa.String(2048))
+    events: Mapped[list[str]] = mapped_column(JSONType)
+    description: Mapped[str | None] = mapped_column(sa.String(512))
+    # The signing secret (`whsec_...`), sealed by tunesmith/webhooks/secrets.py: the sender
+    # needs it whole for HMAC, so it cannot be hashed as API keys are.
+    secret: Mapped[str] = mapped_column(sa.String(512))
+    created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event for one endpoint, written in the transaction that changed the
+    job's status, and its delivery log (attempts, last answer, next try)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+        sa.Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    # The event's id is the `webhook-id` header: the same on every retry, so a receiver can
+    # drop a duplicate of an at-least-once delivery.
+    event_id: Mapped[str] = mapped_column(sa.String(40))
+    event_type: Mapped[str] = mapped_column(sa.String(64))
+    # The exact body sent, signed and re-sent byte for byte on every attempt.
+    payload: Mapped[str] = mapped_column(sa.Text)
+    # pending -> delivered | failed (given up after webhook_max_attempts).
+    status: Mapped[str] = mapped_column(sa.String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(sa.Integer)
+    last_error: Mapped[str | None] = mapped_column(sa.String(1000))
+    next_attempt_at: Mapped[float | None] = mapped_column(sa.Float)
+    # A sender holds the row until then: two senders (API replicas) never send it at once.
+    claimed_until: Mapped[float | None] = mapped_column(sa.Float)
+    created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
+    delivered_at: Mapped[int | None] = mapped_column(sa.BigInteger)

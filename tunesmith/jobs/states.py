@@ -16,6 +16,7 @@ from tunesmith.db.base import now
 from tunesmith.db.models import Job
 from tunesmith.jobs.events import Level, add_event
 from tunesmith.jobs.results_file import add_results_file
+from tunesmith.webhooks.outbox import add_job_event
 
 
 class JobStatus(StrEnum):
@@ -92,6 +93,8 @@ def change_status(
         if results:
             session.execute(sa.update(Job).where(Job.id == job_id)
                             .values(result_files=results))
+        # The webhook outbox row commits with the change, or neither does.
+        add_job_event(session, project_id, job_id, to.value)
     add_event(session, job_id, message, level=level,
               data={"status": to.value, **(event_data or {})})
     return True
