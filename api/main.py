@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from api.errors import error_responses, install_error_handlers
 from api.metrics import install_metrics
 from api.rate_limit import install_rate_limit
-from api.routes import events, files, health, job_outputs, jobs, methods
+from api.routes import events, exports, files, health, job_outputs, jobs, methods
 from tunesmith.reaper import start_reaper_thread
 from tunesmith.settings import settings
 from tunesmith.spec.job import JobSpec
@@ -43,7 +43,7 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     install_rate_limit(app)
     install_metrics(app)
-    for module in (files, jobs, events, job_outputs, methods):
+    for module in (files, jobs, events, job_outputs, exports, methods):
         app.include_router(module.router, responses=V1_ERRORS)
     app.include_router(health.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

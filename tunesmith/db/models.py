@@ -1,4 +1,5 @@
-"""The tables: projects and their keys, files, jobs with their events, checkpoints, artifacts."""
+"""The tables: projects and their keys, files, jobs with their events, checkpoints, artifacts,
+exports."""
 
 from typing import Any
 
@@ -161,3 +162,27 @@ class WorkerHeartbeat(Base):
     pid: Mapped[int] = mapped_column(sa.Integer)
     started_at: Mapped[float] = mapped_column(sa.Float)
     heartbeat_at: Mapped[float] = mapped_column(sa.Float)
+
+
+class Export(Base):
+    """A fine-tuned model written out in a format to ship (DESIGN §8 "Exports"); a worker runs
+    it like a job. Its files are in the export's folder, listed in `artifacts` (name, bytes,
+    sha256) once it succeeds."""
+
+    __tablename__ = "exports"
+    __table_args__ = (sa.Index("ix_exports_job_id_id", "job_id", "id"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(sa.ForeignKey("projects.id"), index=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    format: Mapped[str] = mapped_column(sa.String(20))
+    quantization: Mapped[str | None] = mapped_column(sa.String(20))
+    # None: the job's final result; else the step of a listed checkpoint.
+    checkpoint_step: Mapped[int | None] = mapped_column(sa.Integer)
+    status: Mapped[str] = mapped_column(sa.String(20))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    artifacts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    worker_id: Mapped[str | None] = mapped_column(sa.String(255))
+    created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
+    started_at: Mapped[int | None] = mapped_column(sa.BigInteger)
+    finished_at: Mapped[int | None] = mapped_column(sa.BigInteger)
