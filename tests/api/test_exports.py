@@ -6,9 +6,13 @@ naming the field and store nothing."""
 import hashlib
 import io
 import json
+import os
+import re
+import subprocess
 import tarfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -246,3 +250,46 @@ def test_bad_requests_name_the_field_and_store_nothing(
         listed = project.http.get(f"/v1/fine_tuning/jobs/{job_id}/exports").json()
         assert listed["data"] == [], listed
     assert project.http.get("/v1/exports/ftexp-nothing").status_code == 404
+
+
+def _ship_it_blocks() -> tuple[list[str], str]:
+    """README "Ship it": its curl commands (continuations joined, comments cut) and its
+    Python example, read from the README so the two cannot drift."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Ship it", 1)[1].split("\n## ", 1)[0]
+    bash = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0]
+    python = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    lines = (re.sub(r"\s+#\s.*$", "", line).strip()
+             for line in re.sub(r"\\\n\s*", " ", bash).splitlines())
+    return [line for line in lines if line], python
+
+
+def test_readme_ship_it_examples_run(project: Project, job: dict[str, Any], stack: Any,
+                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    commands, python = _ship_it_blocks()
+    create, poll, download = (c.replace("http://127.0.0.1:8000", stack.url) for c in commands)
+    env = {**os.environ, "KEY": project.key, "JOB": job["id"]}
+
+    def run(command: str) -> str:
+        result = subprocess.run(["bash", "-c", command], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (command, result.stderr[-2000:])
+        return result.stdout
+
+    env["EXPORT"] = json.loads(run(create))["id"]
+    deadline = time.monotonic() + 240
+    while (export := json.loads(run(poll)))["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, export
+        time.sleep(0.5)
+    assert export["status"] == "succeeded", export["error"]
+    run(download)
+    sha = hashlib.sha256((tmp_path / "model-q8_0.gguf").read_bytes()).hexdigest()
+    assert sha == export["artifacts"][0]["sha256"]
+
+    monkeypatch.chdir(tmp_path)
+    exec(python.replace("http://127.0.0.1:8000", stack.url),  # the README's own example
+         {"KEY": project.key, "job": SimpleNamespace(id=job["id"])})
+    with tarfile.open(tmp_path / "model.tar.gz") as archive:
+        archive.extractall(tmp_path, filter="data")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    assert model.config.model_type == "llama"
