@@ -23,10 +23,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tests.utils.jobs import Project, train_and_wait
 from tests.utils.learning import bundled_instructions, greedy_answers, prompt_answer_ids
 
-SAVE_STEPS = 20
+SAVE_STEPS = 10
 LORA = {"model": "tiny-llama",
         "method": {"type": "supervised", "supervised": {"hyperparameters": {
-            "n_epochs": 30, "batch_size": 8, "learning_rate": 5e-3,
+            "n_epochs": 15, "batch_size": 8, "learning_rate": 5e-3,
             "save_steps": SAVE_STEPS}}},
         "tuning": {"type": "lora", "r": 16, "alpha": 32}, "suffix": "ship"}
 
@@ -180,7 +180,7 @@ def test_checkpoint_export_merges_that_checkpoint(
     tokenizer = AutoTokenizer.from_pretrained(merged)
     early = _logits(AutoModelForCausalLM.from_pretrained(folder), tokenizer)
     final = _logits(AutoModelForCausalLM.from_pretrained(merged), tokenizer)
-    assert (early - final).abs().max() > 1e-3  # step 20 of 60, not the final weights
+    assert (early - final).abs().max() > 1e-3  # step 10 of 30, not the final weights
 
 
 def test_exports_are_listed_and_other_projects_see_none(
@@ -293,3 +293,32 @@ def test_readme_ship_it_examples_run(project: Project, job: dict[str, Any], stac
         archive.extractall(tmp_path, filter="data")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     assert model.config.model_type == "llama"
+
+
+def test_an_export_whose_weights_are_gone_fails_saying_why(
+        project: Project, job: dict[str, Any], stack: Any) -> None:
+    listed = project.http.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
+    oldest = min(listed, key=lambda c: c["step_number"])
+    assert oldest["step_number"] != SAVE_STEPS  # the checkpoint export above keeps its own
+    folder = stack.root / "home" / "jobs" / job["id"] / "listed_checkpoints"
+    for path in folder.glob(f"step-{oldest['step_number']}/adapter_model.safetensors"):
+        path.unlink()
+    export = _export(project, job["id"], {"format": "merged",
+                                          "checkpoint": oldest["step_number"]})
+    export = _wait_export(project, export["id"])
+    assert export["status"] == "failed" and export["artifacts"] == [], export
+    assert export["error"]["code"] == "export_failed" and export["error"]["message"], export
+    assert project.http.get(f"/v1/exports/{export['id']}/artifacts").json()["data"] == []
+
+
+def test_cancel_stops_a_queued_or_running_export_and_keeps_nothing(
+        project: Project, job: dict[str, Any]) -> None:
+    export = _export(project, job["id"], {"format": "gguf"})
+    response = project.http.post(f"/v1/exports/{export['id']}/cancel")
+    if response.status_code == 409:  # the worker was quicker than this request
+        assert _wait_export(project, export["id"])["status"] == "succeeded"
+        return
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    time.sleep(3)  # a worker that was already writing it finishes and discards its files
+    final = project.http.get(f"/v1/exports/{export['id']}").json()
+    assert final["status"] == "cancelled" and final["artifacts"] == [], final
