@@ -32,6 +32,8 @@ def upgrade() -> None:
         sa.Column('error', JSON, nullable=True),
         sa.Column('artifacts', JSON, nullable=False),
         sa.Column('worker_id', sa.String(length=255), nullable=True),
+        sa.Column('lease_expires_at', sa.Float(), nullable=True),
+        sa.Column('attempt', sa.Integer(), nullable=False),
         sa.Column('created_at', sa.BigInteger(), nullable=False),
         sa.Column('started_at', sa.BigInteger(), nullable=True),
         sa.Column('finished_at', sa.BigInteger(), nullable=True),

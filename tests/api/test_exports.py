@@ -322,3 +322,29 @@ def test_cancel_stops_a_queued_or_running_export_and_keeps_nothing(
     time.sleep(3)  # a worker that was already writing it finishes and discards its files
     final = project.http.get(f"/v1/exports/{export['id']}").json()
     assert final["status"] == "cancelled" and final["artifacts"] == [], final
+
+
+def test_an_export_whose_worker_died_is_run_again(project: Project, job: dict[str, Any],
+                                                  stack: Any) -> None:
+    """A running export whose lease ran out (its worker died mid-write) is requeued by the
+    API's reaper and finished by a live worker."""
+    import sqlalchemy as sa
+
+    export_id = f"ftexp-{int(time.time() * 1000):012x}deadbeef0000"
+    engine = sa.create_engine(stack.env["TUNESMITH_DATABASE_URL"])
+    try:
+        with engine.begin() as connection:
+            project_id = connection.execute(sa.text("SELECT project_id FROM jobs WHERE id = :j"),
+                                            {"j": job["id"]}).scalar_one()
+            connection.execute(sa.text(
+                "INSERT INTO exports (id, project_id, job_id, format, status, artifacts, "
+                "worker_id, lease_expires_at, attempt, created_at, started_at) VALUES "
+                "(:id, :p, :j, 'merged', 'running', '[]', 'gone-host:1', :lease, 1, :t, :t)"),
+                {"id": export_id, "p": project_id, "j": job["id"], "lease": time.time() - 1,
+                 "t": int(time.time())})
+    finally:
+        engine.dispose()
+    export = _wait_export(project, export_id)
+    assert export["status"] == "succeeded", export
+    assert {a["name"] for a in export["artifacts"]} >= {"model/config.json",
+                                                        "model/model.safetensors"}

@@ -183,6 +183,10 @@ class Export(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     artifacts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     worker_id: Mapped[str | None] = mapped_column(sa.String(255))
+    # Renewed by the worker while it runs; the API's reaper requeues (or, past max_attempts,
+    # fails) an export whose lease ran out, as it does for jobs.
+    lease_expires_at: Mapped[float | None] = mapped_column(sa.Float)
+    attempt: Mapped[int] = mapped_column(sa.Integer, default=0)
     created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
     started_at: Mapped[int | None] = mapped_column(sa.BigInteger)
     finished_at: Mapped[int | None] = mapped_column(sa.BigInteger)

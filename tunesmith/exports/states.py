@@ -29,6 +29,7 @@ class ExportStatus(StrEnum):
 
 TERMINAL = frozenset({ExportStatus.succeeded, ExportStatus.failed, ExportStatus.cancelled})
 ALLOWED_FROM: dict[ExportStatus, frozenset[ExportStatus]] = {
+    ExportStatus.queued: frozenset({ExportStatus.running}),  # its worker was lost
     ExportStatus.running: frozenset({ExportStatus.queued}),
     ExportStatus.succeeded: frozenset({ExportStatus.running}),
     ExportStatus.failed: frozenset({ExportStatus.queued, ExportStatus.running}),
@@ -43,6 +44,8 @@ def change_export_status(session: Session, export_id: str, to: ExportStatus, *,
     values: dict[str, Any] = {"status": to.value, **fields}
     if to in TERMINAL:
         values.setdefault("finished_at", now())
+    if to != ExportStatus.running:
+        values.setdefault("lease_expires_at", None)
     query = sa.update(Export).where(
         Export.id == export_id, Export.status.in_([s.value for s in ALLOWED_FROM[to]]))
     if owner is not None:
@@ -53,7 +56,42 @@ def change_export_status(session: Session, export_id: str, to: ExportStatus, *,
 def claim_export(session: Session, export_id: str, *, worker_id: str) -> bool:
     """Take a queued export for this worker: the guard that stops an export running twice."""
     return change_export_status(session, export_id, ExportStatus.running,
-                                worker_id=worker_id, started_at=now())
+                                worker_id=worker_id, attempt=Export.attempt + 1,
+                                lease_expires_at=time.time() + settings.lease_seconds,
+                                started_at=sa.func.coalesce(Export.started_at, now()))
+
+
+def renew_export_lease(session: Session, export_id: str, *, worker_id: str) -> bool:
+    """Extend the lease while the export is still this worker's."""
+    return session.execute(
+        sa.update(Export).where(Export.id == export_id, Export.worker_id == worker_id,
+                                Export.status == ExportStatus.running.value)
+        .values(lease_expires_at=time.time() + settings.lease_seconds)).rowcount == 1
+
+
+def reap_lost_exports(now_s: float | None = None) -> list[str]:
+    """Running exports whose worker stopped renewing: queued and sent again, or failed with
+    `worker_lost` past `max_attempts`. Returns the ids sent again."""
+    from tunesmith.db.session import session_scope
+
+    now_s = time.time() if now_s is None else now_s
+    again: list[str] = []
+    with session_scope() as session:
+        lost = session.scalars(sa.select(Export).where(
+            Export.status == ExportStatus.running.value,
+            Export.lease_expires_at < now_s)).all()
+        for export in lost:
+            if export.attempt >= settings.max_attempts:
+                change_export_status(session, export.id, ExportStatus.failed, error={
+                    "code": "worker_lost", "param": None,
+                    "message": f"The worker writing this export died {export.attempt} times. "
+                               "Check the worker logs (out of host memory or disk?)."})
+            elif change_export_status(session, export.id, ExportStatus.queued,
+                                      worker_id=None):
+                again.append(export.id)
+    for export_id in again:  # after the commit, as on creation
+        dispatch_export(export_id)
+    return again
 
 
 def dispatch_export(export_id: str) -> float:

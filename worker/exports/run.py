@@ -4,15 +4,23 @@ and finish it, each status change through tunesmith/exports/states.py."""
 import logging
 import shutil
 import tempfile
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 from tunesmith import storage
 from tunesmith.db.models import Export, Job
 from tunesmith.db.session import session_scope
-from tunesmith.exports.states import ExportStatus, change_export_status, claim_export
+from tunesmith.exports.states import (
+    ExportStatus,
+    change_export_status,
+    claim_export,
+    renew_export_lease,
+)
 from tunesmith.exports.storage import export_dir
 from tunesmith.models import FineTunedSource
+from tunesmith.settings import settings
 from worker.artifacts import FORBIDDEN_SUFFIXES
 from worker.db_retry import with_db_retry
 from worker.exports.gguf_export import NotExportable, write_gguf
@@ -38,8 +46,11 @@ def run_export(export_id: str, *, worker_id: str) -> str:
         return "skipped"
     export, job = claimed
     final = export_dir(job.id, export.id)
-    partial = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    # Its own scratch name: a worker that lost its lease may still be writing beside us.
+    partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.partial")
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(export_id, worker_id, stop), daemon=True)
+    renewer.start()
     try:
         _write(export, job, partial)
         artifacts = _manifest(partial)
@@ -54,10 +65,23 @@ def run_export(export_id: str, *, worker_id: str) -> str:
         return _finish(export_id, worker_id, ExportStatus.failed, error={
             "code": code, "message": message, "param": "format" if code == "not_exportable"
             else None})
+    finally:
+        stop.set()
     status = _finish(export_id, worker_id, ExportStatus.succeeded, artifacts=artifacts)
     if status != ExportStatus.succeeded:  # cancelled while it ran: nothing to keep
         shutil.rmtree(final, ignore_errors=True)
     return status
+
+
+def _renew(export_id: str, worker_id: str, stop: threading.Event) -> None:
+    """Keep the lease while the export is written (merging a large model takes minutes)."""
+    while not stop.wait(settings.heartbeat_seconds):
+        try:
+            with session_scope() as session:
+                if not renew_export_lease(session, export_id, worker_id=worker_id):
+                    return  # cancelled, or reaped and given to another worker
+        except Exception:  # the database is away a moment: the next beat tries again
+            log.warning("could not renew the lease of export %s", export_id, exc_info=True)
 
 
 def _finish(export_id: str, worker_id: str, to: ExportStatus, **fields: Any) -> str:
