@@ -348,3 +348,23 @@ def test_an_export_whose_worker_died_is_run_again(project: Project, job: dict[st
     assert export["status"] == "succeeded", export
     assert {a["name"] for a in export["artifacts"]} >= {"model/config.json",
                                                         "model/model.safetensors"}
+
+
+def test_qlora_merges_onto_the_full_precision_base(project: Project, stack: Any,
+                                                   tmp_path: Path) -> None:
+    file_id = project.upload(bundled_instructions(), "qlora.jsonl")["id"]
+    qlora = train_and_wait(project, {
+        "model": "tiny-llama", "training_file": file_id,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {
+            "n_epochs": 2, "batch_size": 8, "learning_rate": 5e-3}}},
+        "tuning": {"type": "qlora", "r": 8, "alpha": 16}})
+    export = _wait_export(project, _export(project, qlora["id"], {"format": "merged"})["id"])
+    assert export["status"] == "succeeded", export["error"]
+    merged = _download(project, export, tmp_path / "export") / "model"
+    adapter = project.download_artifacts(qlora["id"], tmp_path / "job", "adapter/") / "adapter"
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    base = AutoModelForCausalLM.from_pretrained(stack.root / "home" / "models" / "tiny-llama",
+                                                dtype=torch.float32)
+    expected = _logits(PeftModel.from_pretrained(base, str(adapter)), tokenizer)
+    got = _logits(AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32), tokenizer)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
