@@ -17,6 +17,7 @@ from api.rate_limit import install_rate_limit
 from api.routes import (
     completions,
     events,
+    exports,
     file_preview,
     files,
     health,
@@ -58,8 +59,8 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     install_rate_limit(app)
     install_metrics(app)
-    for module in (files, file_preview, jobs, events, job_outputs, methods, models, completions,
-                   webhooks):
+    for module in (files, file_preview, jobs, events, job_outputs, exports, methods, models,
+                   completions, webhooks):
         app.include_router(module.router, responses=V1_ERRORS)
     app.include_router(health.router)
     mount_console(app)  # the web console at /console/, on the same /v1 API

@@ -10,6 +10,7 @@
   broker is read first, and a message still waiting there, or just delivered to a worker
   that is about to claim it, is left alone. (A duplicate would be
   harmless, since claims are atomic, but a long queue would pile them up.)
+- A running export whose lease ran out is queued and sent again, or failed past its attempts.
 """
 
 import logging
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 
 from tunesmith.db.models import Job, JobEvent
 from tunesmith.db.session import session_scope
+from tunesmith.exports.states import reap_lost_exports
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import HELD, JobStatus, change_status
 from tunesmith.queue import dispatch_job, jobs_waiting_in, queue_for
@@ -153,6 +155,8 @@ def warn_unserved(now: float | None = None) -> list[str]:
 
 def run_once(*, reap: bool = True) -> None:
     requeued = reap_expired_leases() if reap else []
+    if reap:
+        requeued += reap_lost_exports()
     sent = redispatch_queued()
     warned = warn_unserved()
     if requeued or sent or warned:

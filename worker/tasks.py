@@ -7,6 +7,7 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_process_init
 
+from tunesmith.exports.states import RUN_EXPORT_TASK
 from tunesmith.queue import RUN_JOB_TASK
 from worker.launch import prewarm
 from worker.supervise import supervise
@@ -21,3 +22,11 @@ def _start_fork_server(**_: Any) -> None:
 @shared_task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_job(job_id: str) -> str:
     return supervise(job_id, worker_id=f"{socket.gethostname()}:{os.getpid()}")
+
+
+@shared_task(name=RUN_EXPORT_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_export(export_id: str) -> str:
+    # Imported here: the export code loads torch, which only the pool process needs.
+    from worker.exports.run import run_export as run
+
+    return run(export_id, worker_id=f"{socket.gethostname()}:{os.getpid()}")

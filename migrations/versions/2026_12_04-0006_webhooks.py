@@ -1,6 +1,6 @@
 """Webhook endpoints and their outbox of deliveries
 
-Revision ID: 0006_webhooks
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-04 17:00:00
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision: str = '0006_webhooks'
+revision: str = '0006'
 down_revision: str | None = '0005'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,4 +1,4 @@
-"""Every file and job route refuses a missing, malformed or revoked key (401), and hides one
+"""Every file, job and export route refuses a missing, malformed or revoked key (401), and hides one
 project's files and jobs from another project's key (404, and not a byte of their data).
 
 The route table is checked against the server's own OpenAPI listing, so a new route
@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ MARKER = "zebra-quartz-7731"  # in the owner's data only: must never reach anoth
 class Route:
     method: str
     path: str  # with {file_id}, {job_id}, {name} placeholders
-    body: str | None = None  # "upload", "job", "chat" or "completion"
+    body: str | None = None  # "upload", "job", "chat", "completion" or "export"
     params: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -58,6 +59,12 @@ ROUTES = [
     Route("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints/{checkpoint_id}.tar.gz"),
     Route("GET", "/v1/fine_tuning/jobs/{job_id}/artifacts"),
     Route("GET", "/v1/fine_tuning/jobs/{job_id}/artifacts/{name}"),
+    Route("POST", "/v1/fine_tuning/jobs/{job_id}/exports", body="export"),
+    Route("GET", "/v1/fine_tuning/jobs/{job_id}/exports"),
+    Route("GET", "/v1/exports/{export_id}"),
+    Route("POST", "/v1/exports/{export_id}/cancel"),
+    Route("GET", "/v1/exports/{export_id}/artifacts"),
+    Route("GET", "/v1/exports/{export_id}/artifacts/{export_file}"),
     Route("GET", "/v1/methods"),
     Route("GET", "/v1/models"),
     Route("GET", "/v1/models/{model}"),
@@ -85,6 +92,8 @@ def _call(url: str, route: Route, headers: dict[str, str], ids: dict[str, str]) 
                           "messages": [{"role": "user", "content": "Hi"}]}
     elif route.body == "completion":
         kwargs["json"] = {"model": ids["model"], "prompt": "Hi", "max_tokens": 2}
+    elif route.body == "export":
+        kwargs["json"] = {"format": "merged"}
     return httpx.request(route.method, url + path, **kwargs)
 
 
@@ -129,9 +138,18 @@ def owned(owner: Project) -> dict[str, Any]:
            "name": "adapter/adapter_model.safetensors", "checkpoint_id": checkpoint["id"],
            "checkpoint_file": "adapter_model.safetensors", "model": done["fine_tuned_model"]}
     assert ids["name"] in {a["name"] for a in artifacts}
+    export = owner.http.post(f"/v1/fine_tuning/jobs/{job['id']}/exports",
+                             json={"format": "merged"}).json()
+    deadline = time.monotonic() + 240
+    while export["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, export
+        time.sleep(0.5)
+        export = owner.http.get(f"/v1/exports/{export['id']}").json()
+    assert export["status"] == "succeeded", export
+    ids |= {"export_id": export["id"], "export_file": "model/config.json"}
     # Strings that belong to the owner and that no refusal may echo.
     secrets = {MARKER, owner.key, done["organization_id"], upload["sha256"],
-               *(a["sha256"] for a in artifacts)}
+               *(a["sha256"] for a in artifacts + export["artifacts"])}
     return {"ids": ids, "secrets": secrets, "upload": upload, "job": done}
 
 
@@ -194,7 +212,8 @@ def test_another_projects_ids_are_404_and_leak_nothing(stack, owner: Project,  #
     missing = {"file_id": "file-000000000000000000000000",
                "job_id": "ftjob-000000000000000000000000", "name": ids["name"],
                "checkpoint_id": ids["checkpoint_id"], "checkpoint_file": ids["checkpoint_file"],
-               "model": "ft:tiny-llama:proj-0:ftjob-000000000000000000000000"}
+               "model": "ft:tiny-llama:proj-0:ftjob-000000000000000000000000",
+               "export_id": "ftexp-000000000000000000000000", "export_file": ids["export_file"]}
     for route in ID_ROUTES:
         response = _call(stack.url, route, dict(intruder.http.headers), ids)
         error = _assert_error_shape(response, 404, route.label)
@@ -204,7 +223,7 @@ def test_another_projects_ids_are_404_and_leak_nothing(stack, owner: Project,  #
         absent = _call(stack.url, route, dict(intruder.http.headers), missing)
         assert absent.status_code == 404, (route.label, absent.text)
         expected = absent.text
-        for key in ("file_id", "job_id"):
+        for key in ("file_id", "job_id", "export_id"):
             expected = expected.replace(missing[key], ids[key])
         assert response.text == expected, route.label
     # The refused delete, cancel, pause and resume changed nothing of the owner's.

@@ -1,5 +1,5 @@
 """The tables: projects and their keys, files, jobs with their events, checkpoints, artifacts,
-webhook endpoints and their deliveries."""
+webhook endpoints and their deliveries, exports."""
 
 from typing import Any
 
@@ -210,3 +210,31 @@ class WebhookDelivery(Base):
     claimed_until: Mapped[float | None] = mapped_column(sa.Float)
     created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
     delivered_at: Mapped[int | None] = mapped_column(sa.BigInteger)
+
+
+class Export(Base):
+    """A fine-tuned model written out in a format to ship (DESIGN §8 "Exports"); a worker runs
+    it like a job. Its files are in the export's folder, listed in `artifacts` (name, bytes,
+    sha256) once it succeeds."""
+
+    __tablename__ = "exports"
+    __table_args__ = (sa.Index("ix_exports_job_id_id", "job_id", "id"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(sa.ForeignKey("projects.id"), index=True)
+    job_id: Mapped[str] = mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    format: Mapped[str] = mapped_column(sa.String(20))
+    quantization: Mapped[str | None] = mapped_column(sa.String(20))
+    # None: the job's final result; else the step of a listed checkpoint.
+    checkpoint_step: Mapped[int | None] = mapped_column(sa.Integer)
+    status: Mapped[str] = mapped_column(sa.String(20))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    artifacts: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    worker_id: Mapped[str | None] = mapped_column(sa.String(255))
+    # Renewed by the worker while it runs; the API's reaper requeues (or, past max_attempts,
+    # fails) an export whose lease ran out, as it does for jobs.
+    lease_expires_at: Mapped[float | None] = mapped_column(sa.Float)
+    attempt: Mapped[int] = mapped_column(sa.Integer, default=0)
+    created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
+    started_at: Mapped[int | None] = mapped_column(sa.BigInteger)
+    finished_at: Mapped[int | None] = mapped_column(sa.BigInteger)

@@ -1,0 +1,254 @@
+"""Exports (DESIGN §8): a fine-tuned model written out as a merged safetensors folder or one
+GGUF file, by a worker, and downloaded like a job's artifacts."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy.orm import Session
+
+from api.deps import CurrentProject, SessionDep
+from api.errors import Conflict, InvalidRequest, NotFound, error_responses
+from api.routes.job_outputs import ARCHIVE_SUFFIX, _archive
+from api.routes.jobs import get_job, raw_body
+from api.serializers import list_object
+from tunesmith import storage
+from tunesmith.db.models import Checkpoint, Export, Job, Project
+from tunesmith.exports.states import (
+    ExportStatus,
+    change_export_status,
+    dispatch_export,
+)
+from tunesmith.exports.storage import export_dir
+from tunesmith.ids import new_id
+from tunesmith.json_input import JSONInputError, parse_body
+from tunesmith.models import BadModelName, ModelNotFound, parse_fine_tuned, resolve_model
+
+router = APIRouter(tags=["exports"])
+log = logging.getLogger(__name__)
+
+FORMATS = ("merged", "gguf")
+QUANTIZATIONS = ("f16", "q8_0")
+FIELDS = {"format", "quantization", "checkpoint"}
+# Tunings that train virtual tokens or key/value prefixes: nothing to fold into the weights.
+PROMPT_LEARNING = {"prefix", "p_tuning", "p_tuning_v2", "prompt"}
+LLAMA_ARCHITECTURES = {"LlamaForCausalLM", "MistralForCausalLM"}
+EXPORT_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False, "required": ["format"], "properties": {
+        "format": {"type": "string", "enum": list(FORMATS)},
+        "quantization": {"type": "string", "enum": list(QUANTIZATIONS),
+                         "description": "gguf only; default f16."},
+        "checkpoint": {"type": "integer", "minimum": 0,
+                       "description": "The step of a listed checkpoint; default: the job's "
+                                      "final result."}}}}}}}
+
+
+def export_object(export: Export) -> dict[str, Any]:
+    base = f"/v1/exports/{export.id}/artifacts"
+    return {
+        "object": "fine_tuning.export", "id": export.id, "fine_tuning_job_id": export.job_id,
+        "status": export.status, "format": export.format,
+        "quantization": export.quantization, "checkpoint": export.checkpoint_step,
+        "artifacts": [{**a, "url": f"{base}/{a['name']}"} for a in export.artifacts or []],
+        "error": export.error, "created_at": export.created_at,
+        "started_at": export.started_at, "finished_at": export.finished_at,
+    }
+
+
+def _body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = parse_body(raw or b"null")
+    except JSONInputError as exc:
+        raise InvalidRequest(f"Body is not usable JSON: {exc.describe()}.",
+                             param=exc.field) from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("Body must be a JSON object with at least `format`.")
+    if unknown := sorted(set(body) - FIELDS):
+        raise InvalidRequest(f"{unknown[0]}: unknown field; an export takes "
+                             f"{', '.join(sorted(FIELDS))}.", param=unknown[0])
+    fmt = body.get("format")
+    if fmt not in FORMATS:
+        raise InvalidRequest(f"format: must be one of {', '.join(FORMATS)}; got {fmt!r}.",
+                             param="format")
+    quantization = body.get("quantization")
+    if fmt == "merged" and quantization is not None:
+        raise InvalidRequest("quantization: applies to gguf exports only; a merged export "
+                             "keeps the base model's dtype.", param="quantization")
+    if fmt == "gguf":
+        quantization = quantization or "f16"
+        if quantization not in QUANTIZATIONS:
+            raise InvalidRequest(f"quantization: must be one of {', '.join(QUANTIZATIONS)}; "
+                                 f"got {quantization!r}.", param="quantization")
+    step = body.get("checkpoint")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise InvalidRequest("checkpoint: must be a checkpoint's step number (an integer "
+                             ">= 0).", param="checkpoint")
+    return {"format": fmt, "quantization": quantization, "checkpoint": step}
+
+
+def _root_base(session: Session, name: str) -> str:
+    """The base model under a chain of `ft:` models: its config says the architecture."""
+    seen = 0
+    while (parsed := parse_fine_tuned(name)) is not None and seen < 32:
+        job = session.get(Job, parsed.job_id)
+        if job is None:
+            break
+        name, seen = job.model, seen + 1
+    return name
+
+
+def _check_exportable(session: Session, job: Job, fmt: str, step: int | None) -> None:
+    """Refuse, naming the field, what no worker could write."""
+    if job.tuning_type in PROMPT_LEARNING:
+        raise InvalidRequest(f"format: a '{job.tuning_type}' tuning trains virtual tokens that "
+                             "exist only at run time; they cannot be merged into the weights, "
+                             "so it has no merged or gguf export. Serve it with its adapter.",
+                             param="format")
+    if job.tuning_type == "adapter":
+        raise InvalidRequest("format: bottleneck adapters apply a nonlinearity (relu, gelu or "
+                             "silu) between their projections, which no change of the base "
+                             "weights reproduces; they cannot be merged.", param="format")
+    if job.method_type == "reward":
+        raise InvalidRequest("format: a reward job yields a sequence classifier, not a causal "
+                             "language model to merge or run in llama.cpp.", param="format")
+    # What the model can never have comes before what its job has not (yet) got.
+    if fmt == "gguf":
+        base = _root_base(session, job.model)
+        try:
+            config = json.loads((Path(resolve_model(base).path_or_id) / "config.json")
+                                .read_text())
+        except (BadModelName, ModelNotFound, OSError, ValueError):
+            config = {}  # a hub model: the worker reads its config and fails if need be
+        architectures = set(config.get("architectures") or [])
+        if config and not architectures & LLAMA_ARCHITECTURES:
+            raise InvalidRequest(
+                f"format: gguf exports are written for Llama-family models; '{base}' is "
+                f"{', '.join(sorted(architectures)) or config.get('model_type', 'unknown')}. "
+                "Use format 'merged'.", param="format")
+    if step is None and job.status != "succeeded":
+        raise Conflict(f"Job '{job.id}' is {job.status}; only a succeeded job's result can be "
+                       "exported (or name one of its listed checkpoints in `checkpoint`).",
+                       param="job_id", code="job_not_succeeded")
+    if step is not None:
+        rows = session.scalars(sa.select(Checkpoint).where(
+            Checkpoint.job_id == job.id, Checkpoint.step == step)).all()
+        if not [c for c in rows if (c.metrics or {}).get("stage") != "reward"]:
+            raise InvalidRequest(f"checkpoint: job '{job.id}' lists no checkpoint at step "
+                                 f"{step}; GET /v1/fine_tuning/jobs/{job.id}/checkpoints "
+                                 "lists them.", param="checkpoint")
+
+
+def get_export(session: Session, project: Project, export_id: str) -> Export:
+    export = session.get(Export, export_id)
+    if export is None or export.project_id != project.id:
+        raise NotFound(f"No export '{export_id}' in this project.", param="export_id")
+    return export
+
+
+@router.post("/v1/fine_tuning/jobs/{job_id}/exports", responses=error_responses(400, 404, 409),
+             openapi_extra=EXPORT_BODY)
+def create_export(raw: Annotated[bytes, Depends(raw_body)], session: SessionDep,
+                  project: CurrentProject, job_id: str) -> dict[str, Any]:
+    """Export the job's result (or a listed checkpoint) as `merged` or `gguf`; a worker runs
+    it, and its files download from `/v1/exports/{id}/artifacts`."""
+    job = get_job(session, project, job_id)
+    body = _body(raw)
+    _check_exportable(session, job, body["format"], body["checkpoint"])
+    export = Export(id=new_id("ftexp"), project_id=project.id, job_id=job.id,
+                    format=body["format"], quantization=body["quantization"],
+                    checkpoint_step=body["checkpoint"], status=ExportStatus.queued.value,
+                    artifacts=[])
+    session.add(export)
+    session.commit()
+    # After the commit, so a worker never receives an id it cannot read.
+    try:
+        dispatch_export(export.id)
+    except Exception as exc:
+        log.exception("could not send export %s to the broker", export.id)
+        change_export_status(session, export.id, ExportStatus.failed, error={
+            "code": "broker_unavailable", "message": f"The queue could not be reached: {exc}",
+            "param": None})
+        session.commit()
+    session.refresh(export)
+    return export_object(export)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/exports", responses=error_responses(404))
+def list_exports(session: SessionDep, project: CurrentProject, job_id: str,
+                 after: str | None = None,
+                 limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+    """The job's exports, newest first."""
+    get_job(session, project, job_id)
+    query = sa.select(Export).where(Export.job_id == job_id)
+    if after:
+        query = query.where(Export.id < after)
+    rows = session.scalars(query.order_by(Export.id.desc()).limit(limit + 1)).all()
+    return list_object([export_object(e) for e in rows[:limit]], has_more=len(rows) > limit)
+
+
+@router.get("/v1/exports/{export_id}", responses=error_responses(404))
+def read_export(session: SessionDep, project: CurrentProject, export_id: str) -> dict[str, Any]:
+    return export_object(get_export(session, project, export_id))
+
+
+@router.post("/v1/exports/{export_id}/cancel", responses=error_responses(404, 409))
+def cancel_export(session: SessionDep, project: CurrentProject,
+                  export_id: str) -> dict[str, Any]:
+    """Cancel a queued or running export; a running one's files are discarded when its worker
+    finishes writing them."""
+    export = get_export(session, project, export_id)
+    if not change_export_status(session, export.id, ExportStatus.cancelled):
+        session.rollback()
+        raise Conflict(f"Export '{export_id}' is {export.status}; only a queued or running "
+                       "export can be cancelled.", param="export_id", code="export_finished")
+    session.commit()
+    session.refresh(export)
+    folder = export_dir(export.job_id, export.id)
+    if export.status == ExportStatus.cancelled and folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+    return export_object(export)
+
+
+@router.get("/v1/exports/{export_id}/artifacts", responses=error_responses(404))
+def read_export_artifacts(session: SessionDep, project: CurrentProject,
+                          export_id: str) -> dict[str, Any]:
+    """The export's files with size and sha256 (empty until it succeeds)."""
+    export = get_export(session, project, export_id)
+    return list_object([{"object": "fine_tuning.export.artifact", **a,
+                         "url": f"/v1/exports/{export.id}/artifacts/{a['name']}"}
+                        for a in export.artifacts or []], has_more=False)
+
+
+@router.get("/v1/exports/{export_id}/artifacts/{name:path}", response_model=None, responses={
+    200: {"description": "The file, or with `.tar.gz` after a folder's name the folder as one "
+                         "gzip-compressed tar, streamed",
+          "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                              "format": "binary"}},
+                      "application/gzip": {"schema": {"type": "string", "format": "binary"}}}},
+    **error_responses(404)})
+def read_export_artifact(session: SessionDep, project: CurrentProject, export_id: str,
+                         name: str) -> FileResponse | StreamingResponse:
+    """Download one file by its name from the list, or a folder as `<folder>.tar.gz`."""
+    export = get_export(session, project, export_id)
+    missing = NotFound(f"No artifact '{name}' in export '{export_id}'.", param="name")
+    listed = {a["name"]: a for a in export.artifacts or []}
+    root = export_dir(export.job_id, export.id)
+    try:
+        if name in listed:
+            path = storage.safe_join(root, name)
+            return FileResponse(path, filename=path.name, media_type="application/octet-stream",
+                                headers={"X-Checksum-Sha256": listed[name]["sha256"]})
+        folder = name.removesuffix(ARCHIVE_SUFFIX).strip("/")
+        names = sorted(n for n in listed if n.startswith(f"{folder}/"))
+        if not name.endswith(ARCHIVE_SUFFIX) or not folder or not names:
+            raise missing
+        top = folder.rsplit("/", 1)[-1]
+        return _archive([(f"{top}/{n.removeprefix(folder + '/')}", storage.safe_join(root, n))
+                         for n in names], f"{top}{ARCHIVE_SUFFIX}")
+    except storage.UnsafePath as exc:
+        raise missing from exc
