@@ -18,6 +18,8 @@ from worker.hyperparameters import MemoryInputs, Resolved, resolve
 from worker.liger import liger_for
 from worker.oom_recovery import Replan, read_replan
 from worker.registry import TuningPlan, tuning
+from worker.tracking import finish as finish_tracking
+from worker.tracking import report_to
 
 log = logging.getLogger(__name__)
 # Objectives whose batches the memory plan may split (GRPO and PPO size their own batches
@@ -119,8 +121,8 @@ def setup(ctx: JobContext, hp: Hyperparameters, *, rows: int, model_max_length: 
 def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
                       evaluate: bool = False, **extra: Any) -> Any:
     """A trl/transformers config with our conventions: one folder per job, checkpoints that
-    resume (optimizer, scheduler and RNG included), no external reporting; with `evaluate`
-    (the job has a validation file), an evaluation at every checkpoint."""
+    resume (optimizer, scheduler and RNG included), reporting only to the job's integrations;
+    with `evaluate` (the job has a validation file), an evaluation at every checkpoint."""
     if evaluate:
         extra = {"eval_strategy": "steps", "eval_steps": hp.save_steps, **extra}
     liger = liger_for(ctx.device, config_cls.__name__, ctx.spec.model)
@@ -128,7 +130,8 @@ def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
     ctx.event(f"{ctx.stage + ': ' if ctx.stage else ''}Kernels: {liger.reason}; {hub}",
               data={"liger_kernels": liger.on, "hub_kernels": hub_kernels_on(),
                     "stage": ctx.stage or None})
-    extra = {**liger.trainer_kwargs(), **extra}
+    reporting, tracking_args = report_to(ctx)
+    extra = {**liger.trainer_kwargs(), **tracking_args, **extra}
     return config_cls(
         output_dir=str(ctx.checkpoints_dir),
         num_train_epochs=hp.n_epochs, max_steps=hp.max_steps,
@@ -150,7 +153,8 @@ def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
         logging_nan_inf_filter=False,
         logging_steps=hp.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=hp.save_steps, save_total_limit=2,
-        seed=ctx.seed, data_seed=ctx.seed, report_to="none", disable_tqdm=True,
+        seed=ctx.seed, data_seed=ctx.seed, report_to=reporting or "none",
+        disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
         # Every trainable parameter gets a gradient in our pipelines; the search for unused
         # ones costs an extra autograd traversal per step in data-parallel runs.
@@ -171,5 +175,8 @@ def run_trainer(ctx: JobContext, trainer: Any) -> bool:
         ctx.event(f"Resuming from {resume.name}", level="warn",
                   data={"resume_from_step": int(resume.name.rsplit('-', 1)[1]),
                         "stage": ctx.stage or None})
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    finally:
+        finish_tracking(ctx)
     return not ctx.stop.is_set()
