@@ -43,6 +43,11 @@ def report_to(ctx: JobContext) -> tuple[list[str], dict[str, Any]]:
     for integration in integrations:
         if integration.type == "wandb":
             _require("wandb", "W&B")
+            if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") not in (
+                    "offline", "dryrun", "disabled"):
+                raise TrackingUnavailable(
+                    "integrations: this worker cannot report to W&B: the operator has set "
+                    "neither WANDB_API_KEY nor WANDB_MODE=offline in the worker's environment")
             w = integration.wandb
             os.environ["WANDB_PROJECT"] = w.project
             if w.entity:
