@@ -32,51 +32,58 @@ def tensorboard_dir(ctx: JobContext) -> Path:
     return folder / ctx.stage if ctx.stage else folder
 
 
+def _start_wandb_run(ctx: JobContext, settings: Any, run_id: str) -> None:
+    """The W&B run, started here so it carries the job's names (transformers' callback
+    reuses a started run; it would otherwise name it after `run_name`, which MLflow has).
+    Its id is the job's: a paused job resumes the same run rather than starting another."""
+    import wandb
+
+    wandb.init(project=settings.project, entity=settings.entity,
+               name=settings.name or run_id, tags=settings.tags, id=run_id, resume="allow",
+               # Offline runs land beside the job unless the operator chose a folder.
+               dir=os.environ.get("WANDB_DIR") or str(ctx.job_dir))
+
+
+def _check(integration: Any) -> None:
+    """Raise TrackingUnavailable if this worker cannot serve the integration."""
+    if integration.type == "wandb":
+        _require("wandb", "W&B")
+        if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") not in (
+                "offline", "dryrun", "disabled"):
+            raise TrackingUnavailable(
+                "integrations: this worker cannot report to W&B: the operator has set "
+                "neither WANDB_API_KEY nor WANDB_MODE=offline in the worker's environment")
+    elif integration.type == "mlflow":
+        _require("mlflow", "MLflow")
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            raise TrackingUnavailable(
+                "integrations: this worker cannot report to MLflow: the operator has not "
+                "set MLFLOW_TRACKING_URI in the worker's environment")
+    elif integration.type == "tensorboard":
+        _require("tensorboard", "TensorBoard")
+
+
 def report_to(ctx: JobContext) -> tuple[list[str], dict[str, Any]]:
     """The trainer's `report_to` list and extra arguments (run name) for this job; sets the
-    callbacks' environment. Raises TrackingUnavailable before any training starts."""
+    callbacks' environment. Raises TrackingUnavailable before any run is started."""
     integrations = ctx.spec.integrations or []
+    for integration in integrations:
+        _check(integration)
     if not integrations:
         return [], {}
     run_name = f"{ctx.job_id}-{ctx.stage}" if ctx.stage else ctx.job_id
     targets: list[str] = []
     for integration in integrations:
-        if integration.type == "wandb":
-            _require("wandb", "W&B")
-            if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") not in (
-                    "offline", "dryrun", "disabled"):
-                raise TrackingUnavailable(
-                    "integrations: this worker cannot report to W&B: the operator has set "
-                    "neither WANDB_API_KEY nor WANDB_MODE=offline in the worker's environment")
-            w = integration.wandb
-            os.environ["WANDB_PROJECT"] = w.project
-            if w.entity:
-                os.environ["WANDB_ENTITY"] = w.entity
-            if w.tags:
-                os.environ["WANDB_TAGS"] = ",".join(w.tags)
-            # Offline runs (WANDB_MODE=offline) land beside the job unless the operator
-            # chose a folder.
-            os.environ.setdefault("WANDB_DIR", str(ctx.job_dir))
-            # A paused job resumes the same W&B run rather than starting a second one.
-            os.environ["WANDB_RUN_ID"] = run_name
-            os.environ["WANDB_RESUME"] = "allow"
-            run_name = w.name or run_name
-            targets.append("wandb")
+        if integration.type == "wandb" and ctx.is_main:
+            _start_wandb_run(ctx, integration.wandb, run_id=run_name)
         elif integration.type == "mlflow":
-            _require("mlflow", "MLflow")
-            if not os.environ.get("MLFLOW_TRACKING_URI"):
-                raise TrackingUnavailable(
-                    "integrations: this worker cannot report to MLflow: the operator has not "
-                    "set MLFLOW_TRACKING_URI in the worker's environment")
             m = integration.mlflow
             os.environ["MLFLOW_EXPERIMENT_NAME"] = m.experiment_name
             os.environ["MLFLOW_TAGS"] = json.dumps({"tunesmith.job_id": ctx.job_id})
             run_name = m.run_name or run_name
-            targets.append("mlflow")
         elif integration.type == "tensorboard":
-            _require("tensorboard", "TensorBoard")
             os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_dir(ctx))
-            targets.append("tensorboard")
+        targets.append(integration.type)
     return targets, {"run_name": run_name}
 
 

@@ -176,11 +176,11 @@ def test_tensorboard_events_are_artifacts_with_the_loss(project, tracked: dict[s
 
 def test_unknown_integration_is_refused_naming_the_field(project) -> None:  # type: ignore[no-untyped-def]
     upload = project.upload(bundled_instructions()[:4], "refused.jsonl")
-    for integration, param in (({"type": "comet", "comet": {}}, "integrations.0"),
-                               ({"type": "wandb", "wandb": {}}, "integrations.0.wandb.project"),
+    for integration, param in (({"type": "comet", "comet": {}}, "integrations[0]"),
+                               ({"type": "wandb", "wandb": {}}, "integrations[0].wandb.project"),
                                ({"type": "mlflow", "mlflow": {"experiment_name": "e",
                                  "tracking_uri": "http://evil"}},
-                                "integrations.0.mlflow.tracking_uri")):
+                                "integrations[0].mlflow.tracking_uri")):
         response = project.http.post("/v1/fine_tuning/jobs", json={
             "model": "tiny-llama", "training_file": upload["id"],
             "integrations": [integration]})
