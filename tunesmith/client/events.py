@@ -27,6 +27,8 @@ def follow_events(client: Client, job_id: str, *, retries: int = 30) -> Iterator
                                timeout=httpx.Timeout(60, read=None)) as response:
                 for sse in EventSource(response).iter_sse():
                     failures = 0
+                    if not sse.data:  # a keep-alive
+                        continue
                     if sse.data == "[DONE]":
                         return
                     if sse.event == "error":
