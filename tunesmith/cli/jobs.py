@@ -125,8 +125,11 @@ def _progress_text(job: dict[str, Any]) -> str:
     return f"{step}/{total}" if step is not None and total else ""
 
 
-def _loss(metrics: dict[str, Any]) -> float | None:
-    loss = metrics.get("train_loss", metrics.get("loss"))
+def _loss(metrics: dict[str, Any], *, summary: bool = True) -> float | None:
+    """A step's training loss; with `summary`, else the run's mean (a finished job's last
+    metrics are the trainer's end-of-training summary)."""
+    keys = ("train_loss", "loss", "mean_train_loss") if summary else ("train_loss", "loss")
+    loss = next((metrics[k] for k in keys if k in metrics), None)
     return loss if isinstance(loss, int | float) else None
 
 
@@ -197,8 +200,8 @@ def _watch(url: str | None, api_key: str | None, job_id: str) -> None:
                                      completed=(job.get("progress") or {}).get("step") or 0)
             job = _follow(client, job, progress, task)
         status = job["status"]
-        loss = _loss(job.get("last_metrics") or {})
-        where = f"step {_progress_text(job)}" + (f", loss {loss:.4f}" if loss is not None else "")
+        loss = progress.tasks[0].fields["loss"]  # the last step's, as the bar showed it
+        where = f"step {_progress_text(job)}" + (f", loss {loss}" if loss != "-" else "")
         if status == "succeeded":
             console.print(f"[green]succeeded[/green] at {where}: {job.get('fine_tuned_model')}",
                           highlight=False)
@@ -221,10 +224,11 @@ def _follow(client: Client, job: dict[str, Any], progress: Progress, task: Any) 
             seen.add(event["id"])
             data = event.get("data") or {}
             if event.get("type") == "metrics":
-                loss = _loss(data)
+                loss = _loss(data, summary=False)
                 progress.update(task, completed=data.get("step", 0),
-                                total=data.get("total_steps") or progress.tasks[0].total,
-                                loss=f"{loss:.4f}" if loss is not None else "-")
+                                total=data.get("total_steps") or progress.tasks[0].total)
+                if loss is not None:
+                    progress.update(task, loss=f"{loss:.4f}")
                 continue
             if data.get("total_steps"):
                 progress.update(task, total=data["total_steps"], completed=data.get("step", 0))
