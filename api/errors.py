@@ -124,6 +124,8 @@ def _loc_to_param(loc: tuple[object, ...]) -> str | None:
     parts = [p for p in parts if not (isinstance(p, str) and _UNION_MEMBER.match(p))]
     if len(parts) > 1 and parts[0] in _DISCRIMINATED:
         del parts[1]  # the discriminator tag pydantic adds, e.g. "lora" in tuning.lora.r
+    if len(parts) > 2 and parts[0] == "integrations" and isinstance(parts[1], int):
+        del parts[2]  # the same in a list: "wandb" in integrations[0].wandb.wandb.project
     param = ""
     for part in parts:
         param += f"[{part}]" if isinstance(part, int) else (f".{part}" if param else str(part))

@@ -85,6 +85,14 @@ def _progress(job: Job) -> dict[str, Any]:
     return progress
 
 
+def _openai_integrations(integrations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI's enum holds only wandb (every integration the job named is in `tracking`),
+    and its `tags` is a list or absent, never null."""
+    return [{"type": "wandb", "wandb": {k: v for k, v in i["wandb"].items()
+                                        if v is not None or k in ("name", "entity")}}
+            for i in integrations if i.get("type") == "wandb"]
+
+
 def job_object(job: Job) -> dict[str, Any]:
     estimated = None
     progress = _progress(job)
@@ -92,6 +100,7 @@ def job_object(job: Job) -> dict[str, Any]:
         estimated = int(time.time() + progress["eta_seconds"])
     status = JobStatus(job.status)
     method = _method(job)
+    integrations = job.spec.get("integrations") or []
     body = {
         "id": job.id, "object": "fine_tuning.job", "created_at": job.created_at,
         "finished_at": job.finished_at, "model": job.model,
@@ -101,10 +110,12 @@ def job_object(job: Job) -> dict[str, Any]:
         "validation_file": job.validation_file_id, "hyperparameters": _openai_hyperparameters(job),
         "result_files": job.result_files or [], "trained_tokens": job.trained_tokens,
         "error": job.error, "seed": job.seed, "user_provided_suffix": job.suffix,
-        "metadata": job.metadata_, "estimated_finish": estimated, "integrations": [],
+        "metadata": job.metadata_, "estimated_finish": estimated,
+        "integrations": _openai_integrations(integrations),
         # Ours.
         "status_detail": status.value, "objective": method,
         "tuning": job.spec.get("tuning"), "resources": job.spec.get("resources"),
+        "tracking": integrations,
         "resolved_hyperparameters": job.hyperparameters or {}, "progress": progress,
         "last_metrics": job.last_metrics or {}, "attempt": job.attempt,
         "max_attempts": job.max_attempts,

@@ -1,7 +1,7 @@
 """Turn what went wrong in training into an error a program can branch on and a person can fix.
 
-Codes: invalid_data, out_of_memory, diverged, model_not_found, cuda_unavailable, timeout,
-worker_lost, internal.
+Codes: invalid_data, out_of_memory, diverged, model_not_found, cuda_unavailable,
+integration_unavailable, timeout, worker_lost, internal.
 """
 
 from dataclasses import asdict, dataclass
@@ -32,6 +32,10 @@ class CudaUnavailable(RuntimeError):
     pass
 
 
+class TrackingUnavailable(RuntimeError):
+    """The worker cannot serve an integration the job asked for (library or server missing)."""
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
 
@@ -43,6 +47,8 @@ def classify(exc: BaseException, *, hyperparameters: dict[str, Any] | None = Non
         return JobError("invalid_data", str(exc), exc.param)
     if type(exc).__name__ == "Diverged":  # worker.divergence imports transformers: by name
         return JobError("diverged", str(exc), "method.hyperparameters.learning_rate")
+    if isinstance(exc, TrackingUnavailable):
+        return JobError("integration_unavailable", str(exc), "integrations")
     if isinstance(exc, CudaUnavailable):
         return JobError("cuda_unavailable", str(exc), "resources.gpus")
     if isinstance(exc, ModelNotFound | BadModelName) or (

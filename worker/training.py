@@ -20,6 +20,8 @@ from worker.modeling import is_hub_model, model_source
 from worker.oom_recovery import Replan, read_replan
 from worker.quantization import choose_optimizer, is_quantized, on_quantized_base
 from worker.registry import TuningPlan, tuning
+from worker.tracking import finish as finish_tracking
+from worker.tracking import report_to
 
 log = logging.getLogger(__name__)
 # Objectives whose batches the memory plan may split (GRPO and PPO size their own batches
@@ -126,8 +128,8 @@ def setup(ctx: JobContext, hp: Hyperparameters, *, rows: int, model_max_length: 
 def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
                       evaluate: bool = False, **extra: Any) -> Any:
     """A trl/transformers config with our conventions: one folder per job, checkpoints that
-    resume (optimizer, scheduler and RNG included), no external reporting; with `evaluate`
-    (the job has a validation file), an evaluation at every checkpoint."""
+    resume (optimizer, scheduler and RNG included), reporting only to the job's integrations;
+    with `evaluate` (the job has a validation file), an evaluation at every checkpoint."""
     if evaluate:
         extra = {"eval_strategy": "steps", "eval_steps": hp.save_steps, **extra}
     liger = liger_for(ctx.device, config_cls.__name__, ctx.spec.model)
@@ -135,7 +137,8 @@ def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
     ctx.event(f"{ctx.stage + ': ' if ctx.stage else ''}Kernels: {liger.reason}; {hub}",
               data={"liger_kernels": liger.on, "hub_kernels": hub_kernels_on(),
                     "stage": ctx.stage or None})
-    extra = {**liger.trainer_kwargs(), **extra}
+    reporting, tracking_args = report_to(ctx)
+    extra = {**liger.trainer_kwargs(), **tracking_args, **extra}
     optim, why = choose_optimizer(ctx, hp.memory)
     if why:
         ctx.event(f"{ctx.stage + ': ' if ctx.stage else ''}Optimizer: {why}",
@@ -163,7 +166,8 @@ def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
         logging_nan_inf_filter=False,
         logging_steps=hp.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=hp.save_steps, save_total_limit=2,
-        seed=ctx.seed, data_seed=ctx.seed, report_to="none", disable_tqdm=True,
+        seed=ctx.seed, data_seed=ctx.seed, report_to=reporting or "none",
+        disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
         # Every trainable parameter gets a gradient in our pipelines; the search for unused
         # ones costs an extra autograd traversal per step in data-parallel runs.
@@ -184,5 +188,8 @@ def run_trainer(ctx: JobContext, trainer: Any) -> bool:
         ctx.event(f"Resuming from {resume.name}", level="warn",
                   data={"resume_from_step": int(resume.name.rsplit('-', 1)[1]),
                         "stage": ctx.stage or None})
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    finally:
+        finish_tracking(ctx)
     return not ctx.stop.is_set()

@@ -1,13 +1,14 @@
 """The body of `POST /v1/fine_tuning/jobs`: OpenAI's fields plus `tuning` and `resources`."""
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from tunesmith.spec.base import ID_LENGTH, NAME_LENGTH, SpecModel
 from tunesmith.spec.data_formats import RowFormat
 from tunesmith.spec.hyperparameters import Hyperparameters
+from tunesmith.spec.integrations import INTEGRATION_TYPES, Integration
 from tunesmith.spec.objectives import (
     SUPPORTED_TUNINGS,
     TRAINING_FORMATS,
@@ -77,9 +78,10 @@ class JobSpec(SpecModel):
         f"characters, values at most {METADATA_VALUE_LENGTH}.",
     )
     resources: Resources = Field(default_factory=Resources)
-    integrations: list[Any] | None = Field(
-        None, description="Not supported yet: a job that names any is refused (400), "
-        "never run without them.")
+    integrations: list[Integration] | None = Field(
+        None, max_length=len(INTEGRATION_TYPES), description="Where training metrics are "
+        "also reported: wandb, tensorboard, mlflow (one of each); credentials come from the "
+        "worker's environment, never from the job.")
 
     @field_validator("metadata")
     @classmethod
@@ -115,9 +117,9 @@ class JobSpec(SpecModel):
                 raise ValueError(why)
         if self.training_file is None and not isinstance(self.method, MultitaskMethod):
             raise ValueError("training_file is required")
-        if self.integrations:
-            raise ValueError("integrations are not supported yet (no wandb, mlflow or "
-                             "tensorboard runs); remove them to train without one")
+        types = [integration.type for integration in self.integrations or []]
+        if len(set(types)) != len(types):
+            raise ValueError("integrations: each type at most once")
         if self.hyperparameters is not None:
             self._merge_top_level_hyperparameters()
         if (self.tuning.type in NO_ACTIVATION_CHECKPOINTING

@@ -1,6 +1,8 @@
-"""The `tunesmith` console script: serve, worker, inference, migrate, keys, tiny-model."""
+"""The server commands: serve, worker, inference, migrate, tiny-model.
 
-import argparse
+The service's modules (database, settings, Celery) are imported inside each command, so
+the client commands beside these start without them."""
+
 import logging
 import os
 import signal
@@ -9,15 +11,33 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
 
-from tunesmith.db.schema import SchemaNotReady, ensure_schema, upgrade_to_head
-from tunesmith.settings import settings
+import typer
 
 log = logging.getLogger("tunesmith.serve")
 
 
+@contextmanager
+def schema_ready(command: str) -> Iterator[None]:
+    """A database without our schema: one line a person can act on, not a traceback from
+    the first query."""
+    from tunesmith.db.schema import SchemaNotReady
+
+    try:
+        yield
+    except SchemaNotReady as exc:
+        sys.exit(f"tunesmith {command}: {exc}")
+
+
 def migrate() -> None:
-    upgrade_to_head()
+    """Run database migrations to the newest schema."""
+    from tunesmith.db.schema import upgrade_to_head
+
+    with schema_ready("migrate"):
+        upgrade_to_head()
 
 
 def _die_with_parent() -> None:
@@ -100,17 +120,37 @@ class LocalWorker:
                 worker.wait()
 
 
-def _serve(args: argparse.Namespace) -> None:
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    no_worker: Annotated[bool, typer.Option("--no-worker",
+                                            help="The API alone (compose).")] = False,
+    migrate_first: Annotated[bool, typer.Option(
+        "--migrate", help="Run migrations first (always done on the embedded SQLite).")] = False,
+    no_inference: Annotated[bool, typer.Option(
+        "--no-inference",
+        help="Do not start the local inference process (compose runs its own).")] = False,
+) -> None:
+    """Run the API (and one local worker unless --no-worker, and the inference process)."""
+    with schema_ready("serve"):
+        _serve(host, port, no_worker=no_worker, migrate_first=migrate_first,
+               no_inference=no_inference)
+
+
+def _serve(host: str, port: int, *, no_worker: bool, migrate_first: bool,
+           no_inference: bool) -> None:
     import uvicorn
 
+    from tunesmith.db.schema import ensure_schema, upgrade_to_head
     from tunesmith.queue import prepare_broker
+    from tunesmith.settings import settings
 
-    if args.migrate:
-        migrate()
+    if migrate_first:
+        upgrade_to_head()
     ensure_schema()
     worker = None
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    if not args.no_worker:
+    if not no_worker:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
         # The broker's queue exists before the worker and the API first touch it.
         prepare_broker([settings.queue])
@@ -118,7 +158,7 @@ def _serve(args: argparse.Namespace) -> None:
         worker = LocalWorker()
         worker.start()
     inference = None
-    if not args.no_inference and settings.inference_url is None:
+    if not no_inference and settings.inference_url is None:
         # The local inference process the API forwards chat and completions to; an operator
         # who points TUNESMITH_INFERENCE_URL elsewhere runs their own.
         inference = subprocess.Popen(
@@ -126,7 +166,7 @@ def _serve(args: argparse.Namespace) -> None:
              str(settings.inference_port)],
             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     try:
-        uvicorn.run("api.main:app", host=args.host, port=args.port, log_level="info")
+        uvicorn.run("api.main:app", host=host, port=port, log_level="info")
     finally:
         if worker is not None:
             worker.stop()
@@ -138,25 +178,44 @@ def _serve(args: argparse.Namespace) -> None:
                 inference.kill()
 
 
-def _inference(args: argparse.Namespace) -> None:
+def inference(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(
+        help="Port to listen on; default: TUNESMITH_INFERENCE_PORT (8100).")] = None,
+) -> None:
+    """Run the inference process that chat and completion requests are forwarded to."""
     # Imported here: the server pulls in torch, which no other command needs.
     from inference.server import main as serve_inference
+    from tunesmith.settings import settings
     from worker.hub_access import apply_hub_settings
 
     apply_hub_settings()
-    serve_inference(args.host, args.port or settings.inference_port)
+    serve_inference(host, port or settings.inference_port)
 
 
-def _worker(args: argparse.Namespace) -> None:
+def worker(
+    queues: Annotated[str | None, typer.Option(help="Comma-separated; default: gpu.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Jobs at once (one per GPU).")] = 1,
+    loglevel: Annotated[str, typer.Option(help="Celery's log level.")] = "INFO",
+    hostname: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
+) -> None:
+    """Run a Celery training worker."""
+    with schema_ready("worker"):
+        _worker(queues, concurrency, loglevel, hostname)
+
+
+def _worker(queues: str | None, concurrency: int, loglevel: str, node: str | None) -> None:
     from celery.signals import worker_ready, worker_shutdown
     from celery.utils.nodenames import host_format
 
+    from tunesmith.db.schema import ensure_schema
     from tunesmith.queue import prepare_broker
+    from tunesmith.settings import settings
     from tunesmith.workers import start_heartbeat
 
     ensure_schema()
-    queues = args.queues or settings.queue
-    hostname = host_format(args.hostname or f"tunesmith-{os.getpid()}@%h")
+    queues = queues or settings.queue
+    hostname = host_format(node or f"tunesmith-{os.getpid()}@%h")
     prepare_broker([q.strip() for q in queues.split(",") if q.strip()])
     from worker.celery_app import app
 
@@ -175,95 +234,29 @@ def _worker(args: argparse.Namespace) -> None:
         for thread in heartbeat:
             thread.join(timeout=5)
 
-    argv = ["worker", "--queues", queues, "--concurrency", str(args.concurrency),
-            "--loglevel", args.loglevel, "--pool", "prefork", "--hostname", hostname]
+    argv = ["worker", "--queues", queues, "--concurrency", str(concurrency),
+            "--loglevel", loglevel, "--pool", "prefork", "--hostname", hostname]
     try:
         app.worker_main(argv=argv)
     finally:
         _stop_beating()
 
 
-def _keys(args: argparse.Namespace) -> None:
-    from tunesmith.db.session import session_scope
-    from tunesmith.keys import create_key, revoke_key
-
-    ensure_schema()
-    if args.keys_command == "create":
-        with session_scope() as session:
-            key, secret = create_key(session, project_name=args.project)
-            print(secret)
-            print(f"key {key.id} (prefix {key.prefix}) for project '{args.project}'",
-                  file=sys.stderr)
-    elif args.keys_command == "revoke":
-        with session_scope() as session:
-            count = revoke_key(session, prefix_or_id=args.key)
-        if not count:
-            sys.exit(f"no active key with id or prefix '{args.key}'")
-        print(f"revoked {count} key(s)")
-
-
-def _tiny_model(args: argparse.Namespace) -> None:
+def tiny_model(
+    name: Annotated[str, typer.Argument(help="Folder name under the models root.")] = "tiny-llama",
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+) -> None:
+    """Build the tiny test model into the models root."""
+    from tunesmith.settings import settings
     from worker.tiny_model import build_tiny_model
 
     settings.ensure_dirs()
-    folder = build_tiny_model(settings.models_dir / args.name, seed=args.seed)
-    print(folder)
+    print(build_tiny_model(settings.models_dir / name, seed=seed))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunesmith", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the API (and one local worker unless --no-worker)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--no-worker", action="store_true", help="the API alone (compose)")
-    serve.add_argument("--migrate", action="store_true",
-                       help="run migrations first (always done on the embedded SQLite)")
-    serve.add_argument("--no-inference", action="store_true",
-                       help="do not start the local inference process (compose runs its own)")
-    serve.set_defaults(func=_serve)
-
-    inference = sub.add_parser("inference", help="run the inference process that chat and "
-                               "completion requests are forwarded to")
-    inference.add_argument("--host", default="127.0.0.1")
-    inference.add_argument("--port", type=int, default=None,
-                           help="default: TUNESMITH_INFERENCE_PORT (8100)")
-    inference.set_defaults(func=_inference)
-
-    worker = sub.add_parser("worker", help="run a Celery training worker")
-    worker.add_argument("--queues", default=None, help="comma-separated; default: gpu")
-    worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (one per GPU)")
-    worker.add_argument("--loglevel", default="INFO")
-    worker.add_argument("--hostname", default=None)
-    worker.set_defaults(func=_worker)
-
-    sub.add_parser("migrate", help="run database migrations to the newest schema").set_defaults(
-        func=lambda _: migrate())
-
-    keys = sub.add_parser("keys", help="manage API keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="print a new API key")
-    create.add_argument("--project", default="default", help="the project the key belongs to")
-    revoke = keys_sub.add_parser("revoke", help="revoke a key by id or prefix")
-    revoke.add_argument("key")
-    keys.set_defaults(func=_keys)
-
-    tiny = sub.add_parser("tiny-model", help="build the tiny test model into the models root")
-    tiny.add_argument("name", nargs="?", default="tiny-llama")
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.set_defaults(func=_tiny_model)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except SchemaNotReady as exc:
-        # One line a person can act on, not a traceback from the first query.
-        sys.exit(f"tunesmith {args.command}: {exc}")
-
-
-if __name__ == "__main__":
-    main()
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(worker)
+    app.command()(inference)
+    app.command()(migrate)
+    app.command("tiny-model")(tiny_model)
