@@ -118,7 +118,7 @@ def test_readme_example_is_accepted_and_trains(project: Project, posted: list[di
     job = result["job"]
     assert job["status"] == "succeeded", (job["error"], project.event_messages(job["id"])[-10:])
     assert job["model"] == result["example"]["model"]
-    assert job["method"]["type"] == result["example"]["method"]["type"]
+    assert job["objective"]["type"] == result["example"]["method"]["type"]
     if "training_file" not in result["example"]:  # multitask names its files per task
         assert job["training_file"] is None
     assert project.http.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts").json()["data"]

@@ -1,5 +1,6 @@
-"""Every file, job and export route refuses a missing, malformed or revoked key (401), and hides one
-project's files and jobs from another project's key (404, and not a byte of their data).
+"""Every file, job, export, model and webhook route refuses a missing, malformed or revoked
+key (401), and hides one project's things from another project's key (404, and not a byte
+of their data).
 
 The route table is checked against the server's own OpenAPI listing, so a new route
 without a row here fails this test.
@@ -28,7 +29,7 @@ MARKER = "zebra-quartz-7731"  # in the owner's data only: must never reach anoth
 class Route:
     method: str
     path: str  # with {file_id}, {job_id}, {name} placeholders
-    body: str | None = None  # "upload", "job", "chat", "completion" or "export"
+    body: str | None = None  # "upload", "job", "chat", "completion", "export" or "webhook"
     params: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -71,6 +72,11 @@ ROUTES = [
     Route("DELETE", "/v1/models/{model}"),
     Route("POST", "/v1/chat/completions", body="chat"),
     Route("POST", "/v1/completions", body="completion"),
+    Route("POST", "/v1/webhooks", body="webhook"),
+    Route("GET", "/v1/webhooks"),
+    Route("GET", "/v1/webhooks/{webhook_id}"),
+    Route("GET", "/v1/webhooks/{webhook_id}/deliveries"),
+    Route("DELETE", "/v1/webhooks/{webhook_id}"),
 ]
 # Routes whose path names one of the owner's objects: another project's key gets 404.
 ID_ROUTES = [r for r in ROUTES if "{" in r.path]
@@ -94,6 +100,8 @@ def _call(url: str, route: Route, headers: dict[str, str], ids: dict[str, str]) 
         kwargs["json"] = {"model": ids["model"], "prompt": "Hi", "max_tokens": 2}
     elif route.body == "export":
         kwargs["json"] = {"format": "merged"}
+    elif route.body == "webhook":
+        kwargs["json"] = {"url": "http://127.0.0.1:9/hook"}
     return httpx.request(route.method, url + path, **kwargs)
 
 
@@ -147,6 +155,10 @@ def owned(owner: Project) -> dict[str, Any]:
         export = owner.http.get(f"/v1/exports/{export['id']}").json()
     assert export["status"] == "succeeded", export
     ids |= {"export_id": export["id"], "export_file": "model/config.json"}
+    webhook = owner.http.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook",
+                                                    "description": MARKER})
+    assert webhook.status_code == 200, webhook.text
+    ids["webhook_id"] = webhook.json()["id"]
     # Strings that belong to the owner and that no refusal may echo.
     secrets = {MARKER, owner.key, done["organization_id"], upload["sha256"],
                *(a["sha256"] for a in artifacts + export["artifacts"])}
@@ -213,7 +225,8 @@ def test_another_projects_ids_are_404_and_leak_nothing(stack, owner: Project,  #
                "job_id": "ftjob-000000000000000000000000", "name": ids["name"],
                "checkpoint_id": ids["checkpoint_id"], "checkpoint_file": ids["checkpoint_file"],
                "model": "ft:tiny-llama:proj-0:ftjob-000000000000000000000000",
-               "export_id": "ftexp-000000000000000000000000", "export_file": ids["export_file"]}
+               "export_id": "ftexp-000000000000000000000000", "export_file": ids["export_file"],
+               "webhook_id": "wh-000000000000000000000000"}
     for route in ID_ROUTES:
         response = _call(stack.url, route, dict(intruder.http.headers), ids)
         error = _assert_error_shape(response, 404, route.label)
@@ -223,7 +236,7 @@ def test_another_projects_ids_are_404_and_leak_nothing(stack, owner: Project,  #
         absent = _call(stack.url, route, dict(intruder.http.headers), missing)
         assert absent.status_code == 404, (route.label, absent.text)
         expected = absent.text
-        for key in ("file_id", "job_id", "export_id"):
+        for key in ("file_id", "job_id", "export_id", "webhook_id"):
             expected = expected.replace(missing[key], ids[key])
         assert response.text == expected, route.label
     # The refused delete, cancel, pause and resume changed nothing of the owner's.
@@ -235,7 +248,7 @@ def test_another_projects_listings_and_create_see_nothing_of_the_owner(  # type:
         stack, intruder: Project, owned: dict) -> None:
     ids = owned["ids"]
     for route in OPEN_ROUTES:
-        if route.body in ("job", "chat", "completion"):
+        if route.body in ("job", "chat", "completion", "webhook"):
             continue
         response = _call(stack.url, route, dict(intruder.http.headers), ids)
         assert response.status_code == 200, (route.label, response.text[:300])
