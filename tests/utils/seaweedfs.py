@@ -55,12 +55,16 @@ class SeaweedFS:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
         ports = {name: free_port() for name in ("master", "volume", "filer")}
         grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+        # The S3 gateway's Iceberg and Lance listeners default to fixed ports: two servers
+        # (two test runs) at once would collide.
+        extra = {name: free_port() for name in ("iceberg", "lance")}
         args = [weed_binary(), "server", "-filer", "-s3", f"-dir={data}", "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1", f"-master.port={ports['master']}",
                 f"-master.port.grpc={grpc['master']}", f"-volume.port={ports['volume']}",
                 f"-volume.port.grpc={grpc['volume']}", f"-filer.port={ports['filer']}",
                 f"-filer.port.grpc={grpc['filer']}", f"-s3.port={self.s3_port}",
-                f"-s3.port.grpc={grpc['s3']}", f"-s3.config={config}",
+                f"-s3.port.grpc={grpc['s3']}", f"-s3.port.iceberg={extra['iceberg']}",
+                f"-s3.port.lance={extra['lance']}", f"-s3.config={config}",
                 "-master.volumeSizeLimitMB=256", "-volume.max=64", "-metricsPort=0"]
         log = (self.root / "weed.log").open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,

@@ -42,7 +42,7 @@ class S3Store:
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         # Path-style addressing: stores other than AWS rarely serve bucket subdomains.
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=Config(
+        self.client = boto3.client("s3", endpoint_url=endpoint_url or None, config=Config(
             s3={"addressing_style": "path"}, retries={"max_attempts": 8, "mode": "standard"},
             max_pool_connections=16))
         self.transfer = TransferConfig(multipart_threshold=multipart_bytes,
