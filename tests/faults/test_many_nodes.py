@@ -57,6 +57,9 @@ def nodes(tiny_model_source: Path) -> Iterator[Nodes]:
         postgres, redis, env = start_backing_servers(root, {
             **FAST_RECOVERY, **store.env(PREFIX), "TUNESMITH_MODELS_ROOT": str(models),
             "TUNESMITH_MAX_ATTEMPTS": "2",
+            # Three nodes of training share the test machine's cores: a 10 s lease expired
+            # under load before any kill; 30 s still shows a resume within the test's time.
+            "TUNESMITH_LEASE_SECONDS": "30",
             # Every weight file of the tiny model goes up in a multipart upload.
             "TUNESMITH_S3_MULTIPART_BYTES": str(256 * 1024)})
         homes = {node: root / f"home-{node}" for node in NODES}
