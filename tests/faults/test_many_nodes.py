@@ -56,7 +56,7 @@ def nodes(tiny_model_source: Path) -> Iterator[Nodes]:
     try:
         postgres, redis, env = start_backing_servers(root, {
             **FAST_RECOVERY, **store.env(PREFIX), "TUNESMITH_MODELS_ROOT": str(models),
-            "TUNESMITH_MAX_ATTEMPTS": "2",
+            "TUNESMITH_MAX_ATTEMPTS": "3",
             # Three nodes of training share the test machine's cores: a 10 s lease expired
             # under load before any kill; 30 s still shows a resume within the test's time.
             "TUNESMITH_LEASE_SECONDS": "30",
@@ -155,11 +155,15 @@ def test_killed_worker_job_resumes_on_the_other_node_from_the_store(
     # Generous: seven helpers share this 2-core machine.
     wait_for(two_checkpoints, timeout=600, what="two checkpoints", interval=0.2)
     events = project.events(job["id"])
-    # The node running it is the one whose scratch holds the job.
-    first = next(n for n in ("w1", "w2")
-                 if (nodes.homes[n] / "scratch" / "jobs" / job["id"]).is_dir())
+    # The node running it: the one whose pool process holds the newest claim ("vm:<pid>").
+    pid = int(claims(events)[-1]["message"].rsplit(":", 1)[1])
+    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    first = next(n for n in ("w1", "w2") if nodes.workers[n].pid == parent)
     other = "w2" if first == "w1" else "w1"
-    assert not (nodes.homes[other] / "scratch" / "jobs" / job["id"]).exists()
+    # What the other node has on its scratch (a loaded machine may have given it the job
+    # once already): the checkpoint it resumes from must not be among them.
+    local = nodes.homes[other] / "scratch" / "jobs" / job["id"] / "checkpoints"
+    had = {p.name for p in local.glob("checkpoint-*")}
     nodes.workers[first].kill_group()
     checkpoint_at_kill = max(checkpoint_steps(events))
     killed = time.monotonic()
@@ -167,15 +171,15 @@ def test_killed_worker_job_resumes_on_the_other_node_from_the_store(
     events = project.events(job["id"])
     messages = [e["message"] for e in events]
     assert done["status"] == "succeeded", (done["error"], messages[-20:])
-    assert done["attempt"] == 2
-    assert len(claims(events)) == 2, messages
+    assert done["attempt"] >= 2
+    assert len(claims(events)) == done["attempt"], messages
+    assert claims(events)[-1]["message"] != f"Job started on vm:{pid}", messages
     resumed = [e for e in events if e["message"].startswith("Resuming from checkpoint-")]
     assert len(resumed) == 1, messages
     step = resumed[0]["data"]["resume_from_step"]
     assert step >= checkpoint_at_kill
-    # The node that resumed had not seen the job before the kill (asserted above): the
-    # checkpoint it resumed from came from the store into its scratch.
-    assert (nodes.homes[other] / "scratch" / "jobs" / job["id"] / "checkpoints").is_dir()
+    # The checkpoint it resumed from was written by the killed node: it came from the store.
+    assert f"checkpoint-{step}" not in had, (step, had)
     losses = loss_by_step(events)
     assert sorted(losses) == list(range(1, 41))
     after = [losses[s] for s in range(step + 1, step + 4)]
