@@ -175,8 +175,8 @@ def test_killed_worker_job_resumes_on_the_other_node_from_the_store(
     assert len(claims(events)) == done["attempt"], messages
     assert claims(events)[-1]["message"] != f"Job started on vm:{pid}", messages
     resumed = [e for e in events if e["message"].startswith("Resuming from checkpoint-")]
-    assert len(resumed) == 1, messages
-    step = resumed[0]["data"]["resume_from_step"]
+    assert resumed, messages  # (more than one where a loaded machine lost a lease too)
+    step = resumed[-1]["data"]["resume_from_step"]
     assert step >= checkpoint_at_kill
     # The checkpoint it resumed from was written by the killed node: it came from the store.
     assert f"checkpoint-{step}" not in had, (step, had)
