@@ -185,7 +185,9 @@ def test_killed_worker_job_resumes_on_the_other_node_from_the_store(
     after = [losses[s] for s in range(step + 1, step + 4)]
     before = [losses[s] for s in range(step - 2, step + 1)]
     start = [losses[s] for s in range(1, 4)]
-    assert sum(after) / 3 < 0.7 * sum(start) / 3, (start, before, after)
+    # Not trained again from the start (the kill may come early: the first checkpoints)...
+    assert sum(after) / 3 < 0.85 * sum(start) / 3, (start, before, after)
+    # ...but on from where it stopped.
     assert abs(sum(after) - sum(before)) / 3 < 0.25 * sum(start) / 3, (before, after)
     folder = project.download_artifacts(done["id"], tmp_path / "resumed") / "adapter"
     assert (folder / "adapter_model.safetensors").is_file()
