@@ -2,9 +2,13 @@
 bounded by one read chunk whatever the size of the files (model weights)."""
 
 import tarfile
+import time
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tunesmith.storage import Blob
 
 CHUNK = 1024 * 1024
 # Weights (most of the bytes) hardly compress; the fastest level keeps a download CPU-cheap.
@@ -12,20 +16,23 @@ LEVEL = 1
 BLOCK = tarfile.BLOCKSIZE
 
 
-def stream_tar_gz(members: list[tuple[str, Path]]) -> Iterator[bytes]:
-    """A gzip-compressed POSIX tar of `(name in the archive, file)` pairs, in chunks."""
+def stream_tar_gz(members: "list[tuple[str, Blob]]") -> Iterator[bytes]:
+    """A gzip-compressed POSIX tar of `(name in the archive, stored file)` pairs, in chunks
+    (a file on local disk or in the store: tunesmith/storage)."""
     gzip = zlib.compressobj(LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
-    for name, path in members:
-        stat = path.stat()
+    started = int(time.time())
+    for name, blob in members:
         info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = stat.st_size, int(stat.st_mtime), 0o644
+        info.size, info.mtime, info.mode = blob.size, started, 0o644
         yield gzip.compress(info.tobuf(format=tarfile.PAX_FORMAT))
         sent = 0
-        with path.open("rb") as handle:
-            while sent < info.size and (chunk := handle.read(min(CHUNK, info.size - sent))):
-                sent += len(chunk)
-                if out := gzip.compress(chunk):
-                    yield out
+        for chunk in blob.chunks():
+            chunk = chunk[:info.size - sent]
+            sent += len(chunk)
+            if out := gzip.compress(chunk):
+                yield out
+            if sent >= info.size:
+                break
         if sent != info.size:  # the file shrank while we read it: the archive would lie
             raise OSError(f"{name} changed while it was archived")
         if padding := -info.size % BLOCK:

@@ -24,6 +24,27 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         default=None, description="Celery broker; default: kombu's SQLAlchemy transport on SQLite."
     )
+    storage_url: str | None = Field(
+        default=None, description="Where uploaded files, checkpoints and artifacts live: a "
+        "local folder (default: home) or `s3://bucket/prefix` on any S3-compatible store, "
+        "with the standard AWS credential variables. With a store, home holds only scratch.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="The S3 endpoint of a store other than AWS (MinIO, "
+        "SeaweedFS, R2...), e.g. http://store:8333.",
+    )
+    s3_multipart_bytes: int = Field(
+        default=64 * 1024 * 1024, description="Files from this size up go to the store in "
+        "parallel multipart uploads (parts of at least this size, 5 MiB minimum).",
+    )
+    storage_presigned_downloads: bool = Field(
+        default=False, description="Answer a download of a checkpoint or artifact file with a "
+        "redirect to a presigned URL of the store (the client then needs to reach the store) "
+        "instead of streaming it through the API.",
+    )
+    storage_presigned_seconds: int = Field(
+        default=3600, description="How long a presigned download URL stays valid."
+    )
     queue: str = Field(default="gpu", description="Celery queue that training jobs are sent to.")
     models_root: Path | None = Field(
         default=None, description="Where model folders live; default: home/models."
@@ -183,12 +204,26 @@ class Settings(BaseSettings):
         return self.broker_url or f"sqla+sqlite:///{self.home_dir / 'broker.db'}"
 
     @property
+    def storage_is_s3(self) -> bool:
+        return bool(self.storage_url and self.storage_url.startswith("s3://"))
+
+    @property
+    def storage_root(self) -> Path:
+        """The folder that holds files/ and jobs/: the store itself when local, scratch
+        (what this node works on) when the store is S3."""
+        if self.storage_is_s3:
+            return self.home_dir / "scratch"
+        if self.storage_url:
+            return Path(self.storage_url.removeprefix("file://")).expanduser().resolve()
+        return self.home_dir
+
+    @property
     def files_dir(self) -> Path:
-        return self.home_dir / "files"
+        return self.storage_root / "files"
 
     @property
     def jobs_dir(self) -> Path:
-        return self.home_dir / "jobs"
+        return self.storage_root / "jobs"
 
     @property
     def models_dir(self) -> Path:

@@ -23,6 +23,7 @@ def register_artifacts(ctx: JobContext, folder: Path, kind: str) -> list[str]:
     if bad:
         raise RuntimeError(f"refusing to publish pickled files {bad}; artifacts are safetensors")
     rows = [(str(p.relative_to(root)), p.stat().st_size, storage.sha256_of(p)) for p in files]
+    storage.keep_job_path(ctx.job_id, folder)  # before the rows that list them
 
     def write() -> None:
         with session_scope() as session:

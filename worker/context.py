@@ -58,7 +58,7 @@ class JobContext:
         same limits), so a row it accepted cannot fail here; if one does, the job fails
         as bad data naming the field and the line, not as `internal`."""
         try:
-            return [row for _, row in read_rows(storage.file_path(file_id),
+            return [row for _, row in read_rows(storage.local_file(file_id),
                                                  max_line_bytes=settings.max_line_bytes)]
         except JSONInputError as exc:
             field = next((use.field for use in file_uses(self.spec) if use.file_id == file_id),
@@ -68,14 +68,18 @@ class JobContext:
     def latest_checkpoint(self) -> Path | None:
         """The newest complete checkpoint of this stage, to resume from after a crash."""
         folder = self.checkpoints_dir
-        if not folder.is_dir():
-            return None
+        # A job resumed on another node finds its checkpoints in the store (uploaded as each
+        # was saved, trainer_state.json last), not on this node's scratch.
+        names = {p.name for p in folder.glob("checkpoint-*")} | set(
+            storage.stored_folders(self.job_id, folder))
         # The trainer writes trainer_state.json last: a checkpoint without a readable one
         # was cut short by the crash we are recovering from, and the one before it is used.
-        steps = [p for p in folder.glob("checkpoint-*") if p.name.rsplit("-", 1)[1].isdigit()]
-        for path in sorted(steps, key=lambda p: int(p.name.rsplit("-", 1)[1]), reverse=True):
+        steps = [n for n in names if n.rsplit("-", 1)[1].isdigit()]
+        for name in sorted(steps, key=lambda n: int(n.rsplit("-", 1)[1]), reverse=True):
+            path = folder / name
             try:
-                json.loads((path / "trainer_state.json").read_text())
+                json.loads((storage.fetch_job_path(self.job_id, path)
+                            / "trainer_state.json").read_text())
             except (OSError, ValueError):
                 continue
             return path

@@ -40,7 +40,8 @@ def _materialize(ctx: "JobContext", name: str) -> Path:
             return resolve_fine_tuned(session, name, project_id=None)
 
     source = with_db_retry(read, what="fine-tuned model")
-    folder = storage.job_dir(source.job_id) / source.folder
+    folder = storage.fetch_job_path(source.job_id, storage.job_dir(source.job_id)
+                                    / source.folder)
     if (folder / "config.json").is_file():
         ctx.event(f"Starting from {name}: its full weights",
                   data={"fine_tuned_model": name, "job": source.job_id, "step": source.step})

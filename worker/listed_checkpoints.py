@@ -63,9 +63,12 @@ def publish(ctx: "JobContext", step: int, source: Path) -> Path:
                 shutil.copy2(file, dest)
         manifest.append({"name": name, "bytes": dest.stat().st_size,
                          "sha256": storage.sha256_of(dest)})
-    _remove(target)
+    _remove(ctx.job_id, target)
     storage.checkpoint_manifest(target).write_text(json.dumps(manifest))
     partial.rename(target)
+    # Into the store, the manifest last: the API reads a checkpoint's files from it.
+    storage.keep_job_path(ctx.job_id, target)
+    storage.keep_job_path(ctx.job_id, storage.checkpoint_manifest(target))
     return target
 
 
@@ -74,6 +77,7 @@ def record(ctx: "JobContext", step: int, source: Path, metrics: dict[str, Any]) 
     oldest beyond KEEP."""
     if not ctx.is_main:  # the other ranks of a data-parallel job stay quiet
         return
+    keep_trainer_checkpoint(ctx, source)
     folder = publish(ctx, step, source)
     relative = str(folder.relative_to(ctx.job_dir))
     stage = ctx.stage or None
@@ -101,12 +105,22 @@ def record(ctx: "JobContext", step: int, source: Path, metrics: dict[str, Any]) 
             return unlisted
 
     for path in with_db_retry(write, what="checkpoint"):
-        _remove(ctx.job_dir / path)
+        _remove(ctx.job_id, ctx.job_dir / path)
 
 
-def _remove(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-    storage.checkpoint_manifest(folder).unlink(missing_ok=True)
+def keep_trainer_checkpoint(ctx: "JobContext", source: Path) -> None:
+    """Put the trainer's checkpoint (optimizer state included: what a resume needs) in the
+    store, `trainer_state.json` last, and drop from the store those its rotation deleted, so
+    a worker on another node resumes from it."""
+    storage.keep_job_path(ctx.job_id, source, last="trainer_state.json")
+    for name in storage.stored_folders(ctx.job_id, source.parent):
+        if not (source.parent / name).exists():
+            storage.drop_job_path(ctx.job_id, source.parent / name)
+
+
+def _remove(job_id: str, folder: Path) -> None:
+    storage.drop_job_path(job_id, folder)
+    storage.drop_job_path(job_id, storage.checkpoint_manifest(folder))
 
 
 # -- a job that stops before its end keeps its newest checkpoint as an artifact ------------
@@ -126,13 +140,10 @@ def keep_as_artifact(session: "Session", job_id: str) -> str | None:
     source = storage.job_dir(job_id) / row.path
     target = storage.artifacts_dir(job_id) / KEPT_FOLDER
     drop_kept_artifact(session, job_id)
-    for entry in read_manifest(source):
-        dest = target / entry["name"]
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(source / entry["name"], dest)
-        except OSError:
-            shutil.copy2(source / entry["name"], dest)
+    # Read and copied in the store: the API's reaper may end a job whose worker is gone.
+    manifest = json.loads(storage.read_job_file(job_id, storage.checkpoint_manifest(source)))
+    for entry in manifest:
+        storage.copy_job_file(job_id, source / entry["name"], target / entry["name"])
         session.add(Artifact(id=new_id("art"), job_id=job_id,
                              name=f"{KEPT_FOLDER}/{entry['name']}", kind="checkpoint",
                              bytes=entry["bytes"], sha256=entry["sha256"]))
@@ -146,4 +157,4 @@ def drop_kept_artifact(session: "Session", job_id: str) -> None:
     """Remove a kept checkpoint (a resumed job that succeeds has its real result)."""
     session.execute(sa.delete(Artifact).where(Artifact.job_id == job_id,
                                               Artifact.name.startswith(f"{KEPT_FOLDER}/")))
-    shutil.rmtree(storage.artifacts_dir(job_id) / KEPT_FOLDER, ignore_errors=True)
+    storage.drop_job_path(job_id, storage.artifacts_dir(job_id) / KEPT_FOLDER)

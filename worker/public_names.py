@@ -17,7 +17,8 @@ TEXT_SUFFIXES = {".json", ".md", ".jinja", ".txt"}
 
 
 def _server_paths() -> re.Pattern[str]:
-    roots = sorted({str(settings.home_dir), str(settings.models_dir)}, key=len, reverse=True)
+    roots = sorted({str(settings.home_dir), str(settings.storage_root),
+                    str(settings.models_dir)}, key=len, reverse=True)
     return re.compile("(?:" + "|".join(re.escape(r) for r in roots) + r")[^\s\"'\\,]*")
 
 

@@ -83,7 +83,7 @@ async def create_file(
     target = storage.file_path(file_id)
     partial = target.with_suffix(".partial")
     key = {"project_id": project.id, "route": "files", "key": idempotency_key}
-    claimed = False
+    claimed = stored = False
     try:
         size, sha256 = await _spool(file, partial)
         record = idempotency.claim(session, **key,
@@ -104,12 +104,14 @@ async def create_file(
         body = file_object(row)
         idempotency.complete(session, **key, status_code=200, body=body)
         partial.rename(target)
+        storage.keep_file(file_id)  # into the store before the row that names it commits
+        stored = True
         session.commit()
     except BaseException:
         session.rollback()
         partial.unlink(missing_ok=True)
-        if target.exists() and session.get(File, file_id) is None:
-            target.unlink(missing_ok=True)
+        if (target.exists() or stored) and session.get(File, file_id) is None:
+            storage.drop_file(file_id)
         if claimed:
             idempotency.release(session, **key)
         raise
@@ -154,7 +156,7 @@ def read_file_content(session: SessionDep, project: CurrentProject,
                       file_id: str) -> StreamingResponse:
     """The file's bytes as uploaded, or a job's results CSV (purpose fine-tune-results)."""
     file = _get_file(session, project, file_id)
-    return StreamingResponse(storage.iter_file(storage.file_path(file.id)),
+    return StreamingResponse(storage.open_file(file.id),
                              media_type="text/csv" if file.format == "csv"
                              else "application/jsonl")
 
@@ -191,5 +193,5 @@ def delete_file(session: SessionDep, project: CurrentProject, file_id: str) -> d
     # Finished jobs keep naming the file, so the row stays (marked deleted); the bytes go.
     file.status = "deleted"
     session.commit()
-    storage.file_path(file.id).unlink(missing_ok=True)
+    storage.drop_file(file.id)
     return {"id": file.id, "object": "file", "deleted": True}

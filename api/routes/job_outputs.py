@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from api.deps import CurrentProject, SessionDep
 from api.errors import InvalidRequest, NotFound, error_responses
@@ -47,7 +47,7 @@ ARCHIVE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
 ARCHIVE_SUFFIX = ".tar.gz"
 
 
-def _archive(members: list[tuple[str, Path]], filename: str) -> StreamingResponse:
+def _archive(members: list[tuple[str, storage.Blob]], filename: str) -> StreamingResponse:
     return StreamingResponse(stream_tar_gz(members), media_type="application/gzip",
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
@@ -63,7 +63,7 @@ def _listed_checkpoint(session: SessionDep, project: CurrentProject, job_id: str
         raise missing
     folder = storage.job_dir(job_id) / checkpoint.path
     try:
-        manifest = json.loads(storage.checkpoint_manifest(folder).read_text())
+        manifest = json.loads(storage.read_job_file(job_id, storage.checkpoint_manifest(folder)))
     except (OSError, ValueError) as exc:  # unlisted a moment ago by its job's worker
         raise missing from exc
     return checkpoint, folder, manifest
@@ -89,9 +89,7 @@ def read_checkpoint_file(session: SessionDep, project: CurrentProject, job_id: s
     entry = next((e for e in manifest if e["name"] == name), None)
     if entry is None:
         raise NotFound(f"No file '{name}' in checkpoint '{checkpoint_id}'.", param="name")
-    path = storage.safe_join(folder, entry["name"])
-    return FileResponse(path, filename=path.name, media_type="application/octet-stream",
-                        headers={"X-Checksum-Sha256": entry["sha256"]})
+    return _download(job_id, storage.safe_join(folder, entry["name"]), entry["sha256"])
 
 
 @router.get("/{job_id}/checkpoints/{checkpoint_id}.tar.gz", response_class=StreamingResponse,
@@ -102,7 +100,8 @@ def read_checkpoint_archive(session: SessionDep, project: CurrentProject, job_id
     checkpoint, folder, manifest = _listed_checkpoint(session, project, job_id, checkpoint_id)
     stage = (checkpoint.metrics or {}).get("stage")
     top = f"{job_id}{'-' + stage if stage else ''}-step-{checkpoint.step}"
-    return _archive([(f"{top}/{e['name']}", storage.safe_join(folder, e["name"]))
+    return _archive([(f"{top}/{e['name']}", storage.Blob(job_id, storage.safe_join(folder,
+                                                                                 e["name"])))
                      for e in manifest], f"{top}{ARCHIVE_SUFFIX}")
 
 
@@ -123,7 +122,7 @@ def read_artifacts(session: SessionDep, project: CurrentProject, job_id: str) ->
                       "application/gzip": {"schema": {"type": "string", "format": "binary"}}}},
     **error_responses(404)})
 def read_artifact(session: SessionDep, project: CurrentProject, job_id: str,
-                  name: str) -> FileResponse | StreamingResponse:
+                  name: str) -> Response:
     """Download one artifact file by its name from the list, or a folder as `<folder>.tar.gz`."""
     get_job(session, project, job_id)
     missing = NotFound(f"No artifact '{name}' in job '{job_id}'.", param="name")
@@ -140,8 +139,8 @@ def read_artifact(session: SessionDep, project: CurrentProject, job_id: str,
         # Unpacks to the folder's own name: `sft/adapter.tar.gz` gives `adapter/...`.
         top = folder.rsplit("/", 1)[-1]
         try:
-            members = [(f"{top}/{n.removeprefix(folder + '/')}", storage.safe_join(root, n))
-                       for n in names]
+            members = [(f"{top}/{n.removeprefix(folder + '/')}",
+                        storage.Blob(job_id, storage.safe_join(root, n))) for n in names]
         except storage.UnsafePath as exc:
             raise missing from exc
         return _archive(members, f"{top}{ARCHIVE_SUFFIX}")
@@ -151,5 +150,23 @@ def read_artifact(session: SessionDep, project: CurrentProject, job_id: str,
         path = storage.safe_join(root, artifact.name)
     except storage.UnsafePath as exc:
         raise missing from exc
-    return FileResponse(path, filename=path.name, media_type="application/octet-stream",
-                        headers={"X-Checksum-Sha256": artifact.sha256})
+    return _download(job_id, path, artifact.sha256)
+
+
+def _download(job_id: str, path: Path, sha256: str) -> Response:
+    """A file of the job's: from local disk, streamed from the store, or a redirect to a
+    presigned URL of the store where the operator allows it."""
+    headers = {"X-Checksum-Sha256": sha256}
+    if storage.remote() is None:
+        return FileResponse(path, filename=path.name, media_type="application/octet-stream",
+                            headers=headers)
+    blob = storage.Blob(job_id, path)
+    if url := blob.url(path.name):
+        return RedirectResponse(url, status_code=307, headers=headers)
+    try:
+        size = blob.size
+    except FileNotFoundError as exc:
+        raise NotFound(f"No file '{path.name}' in the store.", param="name") from exc
+    return StreamingResponse(blob.chunks(), media_type="application/octet-stream", headers={
+        **headers, "Content-Length": str(size),
+        "Content-Disposition": f'attachment; filename="{path.name}"'})

@@ -28,10 +28,12 @@ API_DOCKERFILE = ROOT / "Dockerfile.api"
 GPU_DOCKERFILE = ROOT / "Dockerfile.gpu"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-SERVICES = {"postgres", "redis", "migrate", "api", "worker"}
-ONE_SHOT = {"migrate"}
-VOLUMES = {"pgdata", "redisdata", "tunesmith-data", "hf-cache"}
-DATA_VOLUME = "tunesmith-data"
+WORKER_COMPOSE_FILE = ROOT / "docker-compose.worker.yml"
+SERVICES = {"postgres", "redis", "store", "store-bucket", "migrate", "api", "worker"}
+ONE_SHOT = {"migrate", "store-bucket"}
+VOLUMES = {"pgdata", "redisdata", "storedata", "api-scratch", "worker-scratch", "hf-cache"}
+STORE_ENV = ("TUNESMITH_STORAGE_URL", "TUNESMITH_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+             "AWS_SECRET_ACCESS_KEY")
 PACKAGES = ("tunesmith", "api", "worker", "migrations")
 FALSY = {"", "0", "false", "no", "off"}
 
@@ -57,12 +59,13 @@ def compose_command() -> list[str]:
     )
 
 
-def render_compose(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run `<compose> config` on the repo's file with a controlled environment."""
+def render_compose(tmp_path: Path, compose_file: Path = COMPOSE_FILE,
+                   **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `<compose> config` on a repo's compose file with a controlled environment."""
     clean = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("TUNESMITH_", "POSTGRES_", "COMPOSE_"))
+        if not key.startswith(("TUNESMITH_", "POSTGRES_", "COMPOSE_", "S3_", "AWS_"))
     }
     clean.update(env)
     # An empty env file, so a developer's own .env cannot change the result.
@@ -76,7 +79,7 @@ def render_compose(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[st
             "--env-file",
             str(env_file),
             "-f",
-            str(COMPOSE_FILE),
+            str(compose_file),
             "config",
         ],
         capture_output=True,
@@ -295,15 +298,66 @@ def test_worker_reserves_an_nvidia_gpu(services):
     assert all(d.get("count") == 1 or d.get("device_ids") for d in gpus)
 
 
-def test_api_and_worker_share_the_data_volume(services):
+def test_api_and_worker_share_only_the_store(services):
+    """No shared volume: uploads, checkpoints and artifacts live in the object store, so a
+    worker may run on another machine (docker-compose.worker.yml)."""
     api, worker = mounts_of(services["api"]), mounts_of(services["worker"])
-    api_targets = {target for target, source in api.items() if source == DATA_VOLUME}
-    worker_targets = {target for target, source in worker.items() if source == DATA_VOLUME}
-    # Same volume at the same path: paths the API stores are valid in the worker.
-    shared = api_targets & worker_targets
-    assert shared, (api, worker)
+    assert not set(api.values()) & set(worker.values()), (api, worker)
+    for name in ("migrate", "api", "worker", "store-bucket"):
+        env = env_of(services[name])
+        assert env["TUNESMITH_STORAGE_URL"].startswith("s3://"), name
+        assert env["TUNESMITH_S3_ENDPOINT_URL"] == "http://store:8333", name
+        assert all(env.get(key) for key in STORE_ENV), name
+
+
+def test_the_store_is_healthy_and_has_its_bucket_before_anyone_uses_it(services):
+    store = services["store"]
+    assert "/healthz" in " ".join(words(store["healthcheck"]["test"]))
+    assert mounts_of(store).get("/data") == "storedata"
+    assert "ports" not in store  # reachable on the project's network only
+    bucket = services["store-bucket"]
+    assert words(bucket["entrypoint"])[-1] == "tunesmith.storage.bucket"
+    assert depends_condition(bucket, "store") == "service_healthy"
     for name in ("api", "worker"):
-        assert env_of(services[name])["TUNESMITH_HOME"] in shared
+        assert depends_condition(services[name], "store-bucket") == \
+            "service_completed_successfully", name
+
+
+def test_the_store_and_tunesmith_use_the_same_key(tmp_path):
+    result = render_compose(tmp_path, S3_ACCESS_KEY="key-from-test", S3_SECRET_KEY="s3cret")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    config = json.loads(env_of(services["store"])["S3_CONFIG"])
+    assert config["identities"][0]["credentials"] == [{"accessKey": "key-from-test",
+                                                      "secretKey": "s3cret"}]
+    for name in ("api", "worker"):
+        env = env_of(services[name])
+        assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == \
+            ("key-from-test", "s3cret"), name
+
+
+def test_worker_layout_for_other_machines_parses(tmp_path):
+    shared = {"TUNESMITH_DATABASE_URL": "postgresql+psycopg://t:pw@main:5432/tunesmith",
+              "TUNESMITH_BROKER_URL": "redis://main:6379/0",
+              "TUNESMITH_S3_ENDPOINT_URL": "http://main:8333",
+              "S3_ACCESS_KEY": "k", "S3_SECRET_KEY": "s"}
+    result = render_compose(tmp_path, WORKER_COMPOSE_FILE, **shared)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert set(services) == {"worker"}  # the worker alone: everything else is shared
+    env = env_of(services["worker"])
+    assert env["TUNESMITH_DATABASE_URL"] == shared["TUNESMITH_DATABASE_URL"]
+    assert env["TUNESMITH_BROKER_URL"] == shared["TUNESMITH_BROKER_URL"]
+    assert env["TUNESMITH_STORAGE_URL"].startswith("s3://")
+    assert env["TUNESMITH_S3_ENDPOINT_URL"] == "http://main:8333"
+    assert env["TUNESMITH_TRUST_REMOTE_CODE"].lower() in FALSY
+    devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" for d in devices)
+    # Without the shared URLs it refuses to start rather than train against nothing.
+    missing = render_compose(tmp_path, WORKER_COMPOSE_FILE, S3_ACCESS_KEY="k",
+                             S3_SECRET_KEY="s")
+    assert missing.returncode != 0
+    assert "PostgreSQL URL" in missing.stderr or "Redis URL" in missing.stderr, missing.stderr
 
 
 def test_hub_cache_is_on_its_own_volume(services):

@@ -69,6 +69,7 @@ def add_results_file(session: Session, job_id: str, project_id: str) -> list[str
     partial = path.with_suffix(".partial")
     partial.write_bytes(content)
     partial.rename(path)
+    storage.keep_file(file_id)
     session.add(File(id=file_id, project_id=project_id, filename=FILENAME,
                      purpose="fine-tune-results", bytes=len(content),
                      sha256=hashlib.sha256(content).hexdigest(), format="csv",

@@ -24,7 +24,8 @@ from worker.rl.prompts import Prompt
 def reward_model_location(reference: ModelReference) -> str:
     """A folder (a reward job's artifact, a model under the models root) or a hub id."""
     if reference.job is not None:
-        folder = storage.artifacts_dir(reference.job) / REWARD_MODEL_ARTIFACT
+        folder = storage.fetch_job_path(reference.job, storage.artifacts_dir(reference.job)
+                                        / REWARD_MODEL_ARTIFACT)
         if not (folder / "config.json").is_file():
             raise InvalidData(f"Reward job {reference.job} has no complete reward model in "
                               f"its artifacts ({REWARD_MODEL_ARTIFACT}/)",
