@@ -21,7 +21,7 @@ def test_cancelled_job_keeps_its_last_checkpoint(project: Project, stack: Any,
     job = project.create_job({
         "model": "tiny-llama", "training_file": file_id,
         "method": {"type": "supervised", "supervised": {"hyperparameters": {
-            "n_epochs": 100, "batch_size": 1, "learning_rate": 5e-3, "save_steps": 3,
+            "n_epochs": 50, "batch_size": 1, "learning_rate": 5e-3, "save_steps": 3,
             "logging_steps": 1}}},
         "tuning": {"type": "lora", "r": 8, "alpha": 16}})
     project.wait_for_step(job["id"], 10)  # three checkpoints listed by now
