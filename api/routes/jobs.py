@@ -70,17 +70,17 @@ def _check_references(session: Session, project: Project, spec: JobSpec) -> None
                 f"{use.field}: file '{file.id}' ({file.filename}) holds {file.format} rows, but "
                 f"method '{spec.method.type}' needs {wanted} rows here.",
                 param=use.field, code="invalid_training_file")
-    if parse_fine_tuned(spec.model) is None:
+    try:
+        fine_tuned = parse_fine_tuned(spec.model)
+        if fine_tuned is not None:  # "ft:...": this project's fine-tuned model or checkpoint
+            resolve_fine_tuned(session, spec.model, project_id=project.id)
+    except (BadModelName, ModelNotFound) as exc:
+        raise InvalidRequest(f"model: {exc}", param="model", code="model_not_found") from exc
+    if fine_tuned is None:
         location = _resolve(spec.model, "model")
         _check_quantization(spec, location)
         if isinstance(spec.tuning, LoraTuning) and isinstance(spec.tuning.target_modules, list):
             _check_target_modules(spec.tuning.target_modules, location)
-    else:  # "ft:...": this project's fine-tuned model or checkpoint, at creation
-        try:
-            resolve_fine_tuned(session, spec.model, project_id=project.id)
-        except (BadModelName, ModelNotFound) as exc:
-            raise InvalidRequest(f"model: {exc}", param="model",
-                                 code="model_not_found") from exc
     if isinstance(spec.method, PPOMethod) and spec.method.ppo.reward_model.model is not None:
         _resolve(spec.method.ppo.reward_model.model, "method.ppo.reward_model.model")
     reward_job_id = reward_model_reference(spec)
