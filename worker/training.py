@@ -2,10 +2,11 @@
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from tunesmith.memory_estimate import GIB, ModelShape, TrainingSetup
+from tunesmith.dry_run import training_setup
+from tunesmith.memory_estimate import GIB, ModelShape
 from tunesmith.models import resolve_model
 from tunesmith.settings import settings
 from tunesmith.spec.hyperparameters import Hyperparameters
@@ -56,19 +57,9 @@ def memory_inputs(ctx: JobContext) -> MemoryInputs | None:
     except Exception:  # an unusual architecture: train without an estimate, as before
         log.warning("no memory estimate for %s", ctx.spec.model, exc_info=True)
         return None
-    t = ctx.spec.tuning
-    setup = TrainingSetup(
-        tuning=t.type, precision="fp32", micro_batch=1, seq_len=1, checkpointing=False,
-        lora_rank=getattr(t, "r", 8), lora_dropout=getattr(t, "dropout", 0.0),
-        qlora_bits=getattr(t, "bits", 4), qlora_double_quant=getattr(t, "double_quant", True),
-        virtual_tokens=getattr(t, "num_virtual_tokens", 20),
-        prefix_encoder_hidden=getattr(t, "encoder_hidden_size", 512),
-        adapter_size=getattr(t, "size", 64),
-        adapters_per_layer=2 if getattr(t, "placement", "") == "houlsby" else 1,
-        chunked_logits=ctx.spec.method.type == "supervised", device=ctx.device,
-        sequences_per_row=rows_sequences,
-        quantization=ctx.spec.quantization.method if ctx.spec.quantization else None,
-        paged_optimizer=is_quantized(ctx))
+    # The dry run's view of the tuning, with what only the worker knows.
+    setup = replace(training_setup(ctx.spec, ctx.device), precision="fp32",
+                    paged_optimizer=is_quantized(ctx))
     return MemoryInputs(shape=shape, setup=setup, free_bytes=_free_bytes(ctx),
                         lean=setup.quantized)
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import CurrentProject, SessionDep
 from api.errors import Conflict, InvalidRequest, NotFound, error_responses
+from api.json_body import json_object
 from api.routes.job_outputs import ARCHIVE_SUFFIX, _archive
 from api.routes.jobs import get_job, raw_body
 from api.serializers import list_object
@@ -26,7 +27,6 @@ from tunesmith.exports.states import (
 )
 from tunesmith.exports.storage import export_dir
 from tunesmith.ids import new_id
-from tunesmith.json_input import JSONInputError, parse_body
 from tunesmith.models import BadModelName, ModelNotFound, parse_fine_tuned, resolve_model
 
 router = APIRouter(tags=["exports"])
@@ -61,13 +61,7 @@ def export_object(export: Export) -> dict[str, Any]:
 
 
 def _body(raw: bytes) -> dict[str, Any]:
-    try:
-        body = parse_body(raw or b"null")
-    except JSONInputError as exc:
-        raise InvalidRequest(f"Body is not usable JSON: {exc.describe()}.",
-                             param=exc.field) from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("Body must be a JSON object with at least `format`.")
+    body = json_object(raw, needs="`format`")
     if unknown := sorted(set(body) - FIELDS):
         raise InvalidRequest(f"{unknown[0]}: unknown field; an export takes "
                              f"{', '.join(sorted(FIELDS))}.", param=unknown[0])

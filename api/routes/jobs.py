@@ -22,6 +22,7 @@ from api.errors import (
     TooLarge,
     error_responses,
 )
+from api.json_body import json_object
 from api.project_lock import hold_project
 from api.serializers import job_object, list_object
 from tunesmith.db.models import File, Job, Project
@@ -29,7 +30,6 @@ from tunesmith.dry_run import read_config
 from tunesmith.ids import new_id
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import TERMINAL, JobStatus, change_status
-from tunesmith.json_input import JSONInputError, parse_body
 from tunesmith.model_modules import matches, short_names, weight_modules
 from tunesmith.models import (
     BadModelName,
@@ -132,13 +132,9 @@ def _parse_spec(raw: bytes) -> tuple[JobSpec, bool]:
     # The one JSON reader of user input (tunesmith/json_input.py): no NaN/Infinity, no
     # oversized integers, no deep nesting, no lone surrogates, none of which could be
     # stored and read back.
-    try:  # raw_body has already refused a body over the size limit with 413
-        body = parse_body(raw or b"null", max_bytes=settings.max_job_body_bytes)
-    except JSONInputError as exc:
-        raise InvalidRequest(f"{exc.field + ': ' if exc.field else ''}Body is not usable JSON: "
-                             f"{exc.message}.", param=exc.field) from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("Body must be a JSON object with at least model and training_file.")
+    # raw_body has already refused a body over the size limit with 413.
+    body = json_object(raw, needs="model and training_file",
+                       max_bytes=settings.max_job_body_bytes)
     dry = body.pop("dry_run", False)
     if not isinstance(dry, bool):
         raise InvalidRequest("dry_run: must be true or false.", param="dry_run")

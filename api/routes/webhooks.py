@@ -8,11 +8,11 @@ from sqlalchemy.orm import Session
 
 from api.deps import CurrentProject, SessionDep
 from api.errors import InvalidRequest, NotFound, error_responses
+from api.json_body import json_object
 from api.routes.jobs import raw_body
 from api.serializers import list_object
 from tunesmith.db.models import Project, WebhookDelivery, WebhookEndpoint
 from tunesmith.ids import new_id
-from tunesmith.json_input import JSONInputError, parse_body
 from tunesmith.webhooks.outbox import EVENT_TYPES
 from tunesmith.webhooks.signing_secrets import new_secret, seal
 from tunesmith.webhooks.urls import RefusedURL, check_url
@@ -64,13 +64,7 @@ def _get_endpoint(session: Session, project: Project, endpoint_id: str) -> Webho
 
 def _parse(raw: bytes) -> tuple[str, list[str], str | None]:
     """(url, events, description) from the body, or a 400 naming the field at fault."""
-    try:
-        body = parse_body(raw or b"null")
-    except JSONInputError as exc:
-        raise InvalidRequest(f"Body is not usable JSON: {exc.describe()}.",
-                             param=exc.field) from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("Body must be a JSON object with at least 'url'.")
+    body = json_object(raw, needs="'url'")
     for name in body:
         if name not in FIELDS:
             raise InvalidRequest(f"{name}: unknown field; a webhook endpoint takes "
