@@ -19,6 +19,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tests.utils.jobs import Project
+from tests.utils.learning import bundled_instructions
 from tests.utils.servers import (
     FAST_RECOVERY,
     Service,
@@ -85,3 +86,23 @@ def other_project(stack: Stack) -> Project:
 def tuning_jobs(project: Project) -> dict[str, dict[str, Any]]:
     """One job per tuning, shared by the tuning tests and the inference tests."""
     return submit_tuning_jobs(project)
+
+
+LORA_SFT = {
+    "model": "tiny-llama",
+    "method": {"type": "supervised", "supervised": {"hyperparameters": {
+        "n_epochs": 30, "batch_size": 8, "learning_rate": 5e-3}}},
+    "tuning": {"type": "lora", "r": 16, "alpha": 32},
+    "suffix": "chat",
+}
+
+
+@pytest.fixture(scope="session")
+def lora_job(project: Project) -> dict[str, Any]:
+    """The demo's LoRA SFT job, trained once: it answers the bundled prompts as trained.
+    Shared by the inference, console playground and CLI chat tests."""
+    upload = project.upload(bundled_instructions(), "instructions.jsonl")
+    job = project.create_job({**LORA_SFT, "training_file": upload["id"]})
+    job = project.wait(job["id"], timeout=600)
+    assert job["status"] == "succeeded", (job["error"], project.event_messages(job["id"])[-10:])
+    return job

@@ -13,13 +13,17 @@ export function playgroundPage(main) {
                              placeholder: "ft:…" });
   const known = h("datalist", { id: "tuned-models" });
   const prompt = h("textarea", { id: "prompt", rows: 4, required: true });
+  // 0 answers greedily, so both columns are repeatable and comparable.
+  const temperature = h("input", { id: "temperature", type: "number", min: 0, max: 2, step: 0.1,
+                                   value: "0", required: true });
   const answers = h("div", { className: "columns" });
   async function ask(model) {
     const box = h("section", { className: "card" }, h("h2", {}, model), h("p", { className: "muted" }, "…"));
     answers.append(box);
     try {
       const reply = await api("/v1/chat/completions", { method: "POST", json: {
-        model, messages: [{ role: "user", content: prompt.value }], max_tokens: 128 } });
+        model, messages: [{ role: "user", content: prompt.value }], max_tokens: 128,
+        temperature: Number(temperature.value) } });
       box.lastChild.replaceWith(h("p", { className: "answer" }, reply.choices[0].message.content));
     } catch (error) {
       box.lastChild.replaceWith(errorBox(error));
@@ -33,6 +37,7 @@ export function playgroundPage(main) {
     h("div", { className: "field" }, h("label", { htmlFor: "base-model" }, "Base model"), base),
     h("div", { className: "field" }, h("label", { htmlFor: "tuned-model" }, "Fine-tuned model"), tuned, known),
     h("div", { className: "field" }, h("label", { htmlFor: "prompt" }, "Prompt"), prompt),
+    h("div", { className: "field" }, h("label", { htmlFor: "temperature" }, "Temperature"), temperature),
     h("button", { type: "submit" }, "Ask both")), answers);
   api("/v1/fine_tuning/jobs?limit=100&status=succeeded").then((jobs) => known.replaceChildren(
     ...jobs.data.filter((j) => j.fine_tuned_model).map((j) => h("option", { value: j.fine_tuned_model }))));

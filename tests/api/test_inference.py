@@ -1,6 +1,7 @@
 """Trying what was trained, through the official `openai` client: after the demo's LoRA SFT
-job, `/v1/models` lists it, chat answers the training prompts as trained (the base model
-does not), streams give the same text, and another project cannot see or use it."""
+job (the session's `lora_job`, tests/conftest.py), `/v1/models` lists it, chat answers the
+training prompts as trained (the base model does not), streams give the same text, and another
+project cannot see or use it."""
 
 import concurrent.futures
 from typing import Any
@@ -11,27 +12,10 @@ import pytest
 
 from tests.utils.learning import bundled_instructions
 
-LORA_SFT = {
-    "model": "tiny-llama",
-    "method": {"type": "supervised", "supervised": {"hyperparameters": {
-        "n_epochs": 30, "batch_size": 8, "learning_rate": 5e-3}}},
-    "tuning": {"type": "lora", "r": 16, "alpha": 32},
-    "suffix": "chat",
-}
-
 
 def client_for(stack: Any, project: Any) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=project.key, max_retries=0,
                          timeout=120)
-
-
-@pytest.fixture(scope="module")
-def lora_job(project) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    upload = project.upload(bundled_instructions(), "instructions.jsonl")
-    job = project.create_job({**LORA_SFT, "training_file": upload["id"]})
-    job = project.wait(job["id"], timeout=600)
-    assert job["status"] == "succeeded", (job["error"], project.event_messages(job["id"])[-10:])
-    return job
 
 
 @pytest.fixture(scope="module")

@@ -145,3 +145,26 @@ def test_api_errors_are_one_line_and_exit_1(user_env: dict[str, str]) -> None:
                          "file-nope"], user_env)
     assert refused.returncode == 1 and "400" in refused.stderr and "training_file" in \
         refused.stderr, refused.stderr
+
+
+def test_models_list_and_chat_answer_as_trained(user_env: dict[str, str],
+                                                lora_job: dict[str, Any]) -> None:
+    tuned = lora_job["fine_tuned_model"]
+    listed = tunesmith(["models", "list"], user_env)
+    assert listed.returncode == 0, listed.stderr
+    assert tuned in listed.stdout and "tiny-llama" in listed.stdout
+    as_json = json.loads(tunesmith(["models", "list", "--json"], user_env).stdout)
+    assert tuned in [m["id"] for m in as_json]
+
+    row = bundled_instructions()[0]
+    question, trained = row["messages"][0]["content"], row["messages"][-1]["content"]
+    # A conversation read from stdin: one question, then end of input.
+    chatted = subprocess.run(
+        [sys.executable, "-m", "tunesmith.cli", "chat", tuned, "--temperature", "0"],
+        env=user_env, cwd=REPO, input=question + "\n", capture_output=True, text=True,
+        timeout=300)
+    assert chatted.returncode == 0, chatted.stdout + chatted.stderr
+    assert trained in chatted.stdout, chatted.stdout
+    once = tunesmith(["chat", tuned, "-m", question, "--temperature", "0"], user_env)
+    assert once.returncode == 0, once.stderr
+    assert once.stdout.strip() == trained

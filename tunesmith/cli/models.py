@@ -32,7 +32,9 @@ def chat(
     message: Annotated[str | None, typer.Option(
         "--message", "-m", help="Ask this once and exit, instead of a conversation.")] = None,
     system: Annotated[str | None, typer.Option(help="A system message first.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+    max_tokens: Annotated[int | None, typer.Option(
+        help="Longest answer, in tokens; unset, the server fills what the context leaves.")
+    ] = None,
     temperature: Annotated[float, typer.Option(help="0 answers greedily.")] = 0.7,
     url: UrlOption = None, api_key: KeyOption = None,
 ) -> None:
@@ -51,9 +53,12 @@ def chat(
             if not prompt.strip():
                 return
             messages.append({"role": "user", "content": prompt})
-            answer = client.post("/v1/chat/completions", json={
-                "model": model, "messages": messages, "max_tokens": max_tokens,
-                "temperature": temperature})["choices"][0]["message"]
+            body: dict[str, Any] = {"model": model, "messages": messages,
+                                    "temperature": temperature}
+            # A fixed default would be refused by models with a short context (400).
+            if max_tokens is not None:
+                body["max_tokens"] = max_tokens
+            answer = client.post("/v1/chat/completions", json=body)["choices"][0]["message"]
             messages.append({"role": "assistant", "content": answer.get("content") or ""})
             console.print(answer.get("content") or "", highlight=False, markup=False)
             if message is not None:
