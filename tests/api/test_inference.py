@@ -178,9 +178,12 @@ def test_memory_budget_kept_while_five_fine_tuned_models_take_turns(stack, lora_
     from tests.utils.servers import free_port, start_inference, wait_inference
 
     job_dir = stack.home / "jobs" / lora_job["id"]
-    folders = sorted((d for d in (job_dir / "listed_checkpoints").glob("step-*") if d.is_dir()),
-                     key=lambda p: int(p.name.removeprefix("step-")))
-    assert len(folders) == 5
+    listed = sorted((d for d in (job_dir / "listed_checkpoints").glob("step-*") if d.is_dir()),
+                    key=lambda p: int(p.name.removeprefix("step-")))
+    # The final adapter and the newest checkpoints (the delete test may have removed the
+    # oldest one's weights): five fine-tuned models on one base.
+    folders = [*listed, job_dir / "artifacts" / "adapter"][-5:]
+    assert len(folders) == 5 and all(any(f.glob("*.safetensors")) for f in folders), folders
     adapter_bytes = max(f.stat().st_size for d in folders for f in d.glob("*.safetensors"))
     base_bytes = sum(f.stat().st_size for f in stack.tiny_model.glob("*.safetensors"))
     budget = base_bytes + 2.5 * adapter_bytes
