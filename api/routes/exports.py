@@ -3,19 +3,18 @@ GGUF file, by a worker, and downloaded like a job's artifacts."""
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentProject, SessionDep
 from api.errors import Conflict, InvalidRequest, NotFound, error_responses
 from api.json_body import json_object
-from api.routes.job_outputs import ARCHIVE_SUFFIX, _archive
+from api.routes.job_outputs import ARCHIVE_SUFFIX, _archive, _download
 from api.routes.jobs import get_job, raw_body
 from api.serializers import list_object
 from tunesmith import storage
@@ -202,9 +201,8 @@ def cancel_export(session: SessionDep, project: CurrentProject,
                        "export can be cancelled.", param="export_id", code="export_finished")
     session.commit()
     session.refresh(export)
-    folder = export_dir(export.job_id, export.id)
-    if export.status == ExportStatus.cancelled and folder.is_dir():
-        shutil.rmtree(folder, ignore_errors=True)
+    if export.status == ExportStatus.cancelled:  # here or in the store, whichever holds it
+        storage.drop_job_path(export.job_id, export_dir(export.job_id, export.id))
     return export_object(export)
 
 
@@ -226,7 +224,7 @@ def read_export_artifacts(session: SessionDep, project: CurrentProject,
                       "application/gzip": {"schema": {"type": "string", "format": "binary"}}}},
     **error_responses(404)})
 def read_export_artifact(session: SessionDep, project: CurrentProject, export_id: str,
-                         name: str) -> FileResponse | StreamingResponse:
+                         name: str) -> Response:
     """Download one file by its name from the list, or a folder as `<folder>.tar.gz`."""
     export = get_export(session, project, export_id)
     missing = NotFound(f"No artifact '{name}' in export '{export_id}'.", param="name")
@@ -234,15 +232,15 @@ def read_export_artifact(session: SessionDep, project: CurrentProject, export_id
     root = export_dir(export.job_id, export.id)
     try:
         if name in listed:
-            path = storage.safe_join(root, name)
-            return FileResponse(path, filename=path.name, media_type="application/octet-stream",
-                                headers={"X-Checksum-Sha256": listed[name]["sha256"]})
+            return _download(export.job_id, storage.safe_join(root, name),
+                             listed[name]["sha256"])
         folder = name.removesuffix(ARCHIVE_SUFFIX).strip("/")
         names = sorted(n for n in listed if n.startswith(f"{folder}/"))
         if not name.endswith(ARCHIVE_SUFFIX) or not folder or not names:
             raise missing
         top = folder.rsplit("/", 1)[-1]
-        return _archive([(f"{top}/{n.removeprefix(folder + '/')}", storage.safe_join(root, n))
+        return _archive([(f"{top}/{n.removeprefix(folder + '/')}",
+                          storage.Blob(export.job_id, storage.safe_join(root, n)))
                          for n in names], f"{top}{ARCHIVE_SUFFIX}")
     except storage.UnsafePath as exc:
         raise missing from exc

@@ -195,3 +195,43 @@ def test_killed_worker_job_resumes_on_the_other_node_from_the_store(
           f"step {step} and finished in {time.monotonic() - killed:.1f} s")
     for node in ("api", other):
         assert outside_scratch(nodes.homes[node]) == [], node
+
+
+def test_merged_export_of_a_job_trained_elsewhere_downloads_through_the_api(
+        nodes: Nodes, project: Project) -> None:
+    """The worker that exports fetches the adapter from the store, puts the merged folder
+    there, and the API (its home empty) streams it: a file and the folder as a .tar.gz."""
+    upload = project.upload(bundled_instructions(), "instructions.jsonl")
+    spec = {**SFT, "training_file": upload["id"], "method": {"type": "supervised",
+            "supervised": {"hyperparameters": {
+                **SFT["method"]["supervised"]["hyperparameters"], "max_steps": 4}}}}
+    job = project.create_job(spec)
+    done = project.wait(job["id"], timeout=400)
+    assert done["status"] == "succeeded", done["error"]
+    # No node keeps the result on local disk: the exporting worker must fetch it.
+    for node in ("w1", "w2"):
+        shutil.rmtree(nodes.homes[node] / "scratch" / "jobs" / job["id"], ignore_errors=True)
+    created = project.http.post(f"/v1/fine_tuning/jobs/{job['id']}/exports",
+                                json={"format": "merged"})
+    assert created.status_code == 200, created.text
+    export_id = created.json()["id"]
+    export = wait_for(lambda: (e := project.http.get(f"/v1/exports/{export_id}").json())
+                      ["status"] not in ("queued", "running") and e, timeout=400,
+                      what="the export", interval=1)
+    assert export["status"] == "succeeded", export["error"]
+    keys = nodes.store.keys(f"{PREFIX}/jobs/{job['id']}/exports/{export_id}")
+    listed = project.http.get(f"/v1/exports/{export_id}/artifacts").json()["data"]
+    assert {f"{PREFIX}/jobs/{job['id']}/exports/{export_id}/{a['name']}" for a in listed} \
+        == set(keys)
+    weights = next(a for a in listed if a["name"] == "model/model.safetensors")
+    body = project.http.get(weights["url"])
+    assert body.status_code == 200
+    assert hashlib.sha256(body.content).hexdigest() == weights["sha256"]
+    archive = project.http.get(f"/v1/exports/{export_id}/artifacts/model.tar.gz")
+    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+        packed = {m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+                  for m in tar.getmembers()}
+    assert {f"model/{a['name'].removeprefix('model/')}" for a in listed} == set(packed)
+    assert all(hashlib.sha256(packed[a["name"]]).hexdigest() == a["sha256"] for a in listed)
+    for node in NODES:
+        assert outside_scratch(nodes.homes[node]) == [], node

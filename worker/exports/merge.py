@@ -28,12 +28,18 @@ def source_of(name: str) -> FineTunedSource:
     return with_db_retry(read, what="fine-tuned model")
 
 
+def weights_folder(source: FineTunedSource) -> Path:
+    """The source's adapter or model folder on this node, fetched from the store (sha256
+    checked) where another node trained it."""
+    return storage.fetch_job_path(source.job_id, storage.job_dir(source.job_id) / source.folder)
+
+
 def load_merged(source: FineTunedSource) -> Any:
     """The source's weights as one transformers model, adapters folded in."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    folder = storage.job_dir(source.job_id) / source.folder
+    folder = weights_folder(source)
     if (folder / "config.json").is_file():  # a full model
         return AutoModelForCausalLM.from_pretrained(
             str(folder), dtype="auto", trust_remote_code=settings.trust_remote_code)
@@ -59,7 +65,7 @@ def tokenizer_for(source: FineTunedSource) -> Any:
     saved one has none."""
     from transformers import AutoTokenizer
 
-    folder = storage.job_dir(source.job_id) / source.folder
+    folder = weights_folder(source)
     tokenizer = AutoTokenizer.from_pretrained(str(folder),
                                               trust_remote_code=settings.trust_remote_code)
     if not tokenizer.chat_template:

@@ -56,6 +56,10 @@ def run_export(export_id: str, *, worker_id: str) -> str:
         artifacts = _manifest(partial)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
+        # In the store before it is listed: any node's API serves what is listed.
+        storage.keep_job_path(job.id, final)
+        if storage.remote() is not None:  # scratch only: the store holds it now
+            shutil.rmtree(final, ignore_errors=True)
     except Exception as exc:  # a failed export says why; the job and its files are untouched
         log.exception("export %s failed", export_id)
         shutil.rmtree(partial, ignore_errors=True)
@@ -69,7 +73,7 @@ def run_export(export_id: str, *, worker_id: str) -> str:
         stop.set()
     status = _finish(export_id, worker_id, ExportStatus.succeeded, artifacts=artifacts)
     if status != ExportStatus.succeeded:  # cancelled while it ran: nothing to keep
-        shutil.rmtree(final, ignore_errors=True)
+        storage.drop_job_path(job.id, final)
     return status
 
 
