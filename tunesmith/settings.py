@@ -137,7 +137,9 @@ class Settings(BaseSettings):
         "adapters, full models); past it the least recently used are evicted.",
     )
     inference_max_concurrent: int = Field(
-        default=4, description="Generations the inference process runs at once.")
+        default=16, description="Requests the inference process serves at once; concurrent "
+        "non-streaming ones for one model share batched `generate` calls, so more slots mean "
+        "larger batches.")
     inference_max_waiting: int = Field(
         default=64, description="Requests that may wait for a free generation slot; one more "
         "answers 429 with Retry-After.",
