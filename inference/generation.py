@@ -110,18 +110,58 @@ def _run(loaded: Loaded, adapter: str | None, sampling: Sampling, kwargs: dict[s
         return loaded.model.generate(**kwargs)
 
 
+def _answer(loaded: Loaded, new: list[int], sampling: Sampling,
+            max_new: int) -> tuple[str, int, str]:
+    text = loaded.tokenizer.decode(new, skip_special_tokens=True)
+    text, stopped = cut_at_stop(text, sampling.stop)
+    eos = loaded.tokenizer.eos_token_id
+    finish = "stop" if stopped or (new and new[-1] == eos) or len(new) < max_new else "length"
+    return text, len(new), finish
+
+
 def generate(loaded: Loaded, adapter: str | None, ids: list[int], sampling: Sampling,
              max_new: int) -> tuple[str, int, str]:
     """(text, completion tokens, finish_reason)."""
     kwargs = _generate_kwargs(loaded, ids, sampling, max_new)
     with loaded.lock:
         out = _run(loaded, adapter, sampling, kwargs)
-    new = out[0, len(ids):].tolist()
-    text = loaded.tokenizer.decode(new, skip_special_tokens=True)
-    text, stopped = cut_at_stop(text, sampling.stop)
-    eos = loaded.tokenizer.eos_token_id
-    finish = "stop" if stopped or (new and new[-1] == eos) or len(new) < max_new else "length"
-    return text, len(new), finish
+    return _answer(loaded, out[0, len(ids):].tolist(), sampling, max_new)
+
+
+def generate_batch(loaded: Loaded, adapter: str | None, items: list[tuple[list[int], int]],
+                   sampling: Sampling, *, locked: bool = False) -> list[tuple[str, int, str]]:
+    """Several prompts (ids, max_new) in one left-padded `generate` to the longest max_new;
+    each row is cut at its own max_new and at its first end-of-sequence token, where its own
+    `generate` would have stopped. Sampling must hold no seed and no stop strings."""
+    import torch
+
+    assert sampling.seed is None and not sampling.stop
+    if len(items) == 1:
+        ids, max_new = items[0]
+        kwargs = _generate_kwargs(loaded, ids, sampling, max_new)
+        with nullcontext() if locked else loaded.lock:
+            out = _run(loaded, adapter, sampling, kwargs)
+        return [_answer(loaded, out[0, len(ids):].tolist(), sampling, max_new)]
+    width = max(len(ids) for ids, _ in items)
+    pad = loaded.tokenizer.pad_token_id
+    kwargs = _generate_kwargs(loaded, [pad] * width, sampling, max(m for _, m in items))
+    where = kwargs["input_ids"].device
+    kwargs["input_ids"] = torch.tensor([[pad] * (width - len(ids)) + ids for ids, _ in items],
+                                       device=where)
+    kwargs["attention_mask"] = torch.tensor(
+        [[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in items], device=where)
+    with nullcontext() if locked else loaded.lock:
+        out = _run(loaded, adapter, sampling, kwargs)
+    ends = loaded.model.generation_config.eos_token_id
+    ends = {loaded.tokenizer.eos_token_id, *(ends if isinstance(ends, list) else [ends])}
+    answers = []
+    for row, (_, max_new) in enumerate(items):
+        new = out[row, width:width + max_new].tolist()
+        first_end = next((i for i, t in enumerate(new) if t in ends), None)
+        if first_end is not None:
+            new = new[:first_end + 1]
+        answers.append(_answer(loaded, new, sampling, max_new))
+    return answers
 
 
 def generate_stream(loaded: Loaded, adapter: str | None, ids: list[int], sampling: Sampling,

@@ -18,11 +18,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from inference.batching import Batcher
 from inference.generation import (
     AdapterGone,
     PromptTooLong,
     Sampling,
-    generate,
     generate_stream,
     new_tokens,
     prompt_ids,
@@ -49,6 +49,7 @@ def create_app() -> FastAPI:
     cache = ModelCache(int(settings.inference_memory_budget_mib * 1024 * 1024))
     slots = Slots(settings.inference_max_concurrent, settings.inference_max_waiting,
                   settings.inference_wait_seconds)
+    batcher = Batcher(settings.inference_batch_window_ms / 1000, settings.inference_max_batch)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -57,7 +58,8 @@ def create_app() -> FastAPI:
     @app.get("/stats")
     def stats() -> dict[str, Any]:
         """What is loaded, against the budget, and this process's resident memory."""
-        return {**cache.describe(), "rss_bytes": _rss_bytes(), **slots.describe()}
+        return {**cache.describe(), "rss_bytes": _rss_bytes(), **slots.describe(),
+                **batcher.describe()}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
@@ -107,7 +109,7 @@ def create_app() -> FastAPI:
             try:
                 if body.get("stream"):
                     return {"pieces": generate_stream(loaded, adapter, ids, sampling, max_new)}
-                text, count, finish = generate(loaded, adapter, ids, sampling, max_new)
+                text, count, finish = batcher.generate(loaded, adapter, ids, sampling, max_new)
                 return {"text": text, "finish": finish, "usage": {
                     "prompt_tokens": len(ids), "completion_tokens": count,
                     "total_tokens": len(ids) + count}}

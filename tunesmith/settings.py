@@ -137,7 +137,9 @@ class Settings(BaseSettings):
         "adapters, full models); past it the least recently used are evicted.",
     )
     inference_max_concurrent: int = Field(
-        default=4, description="Generations the inference process runs at once.")
+        default=16, description="Requests the inference process serves at once; concurrent "
+        "non-streaming ones for one model share batched `generate` calls, so more slots mean "
+        "larger batches.")
     inference_max_waiting: int = Field(
         default=64, description="Requests that may wait for a free generation slot; one more "
         "answers 429 with Retry-After.",
@@ -146,6 +148,13 @@ class Settings(BaseSettings):
         default=60.0, description="A request that waits longer than this for a free slot "
         "answers 503 with Retry-After.",
     )
+    inference_batch_window_ms: float = Field(
+        default=2.0, description="How long the first of several concurrent non-streaming "
+        "requests for one model waits for others to share its `generate` call (greedy ones, "
+        "or ones with the same temperature and top_p, without seed or stop).",
+    )
+    inference_max_batch: int = Field(
+        default=16, description="Most requests one batched `generate` call runs.")
     inference_max_tokens: int = Field(
         default=1024, description="Largest `max_tokens` a completion request may ask for (also "
         "the default when it asks for none).",

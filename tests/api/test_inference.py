@@ -156,6 +156,34 @@ def test_sixteen_concurrent_requests_all_answer(stack, lora_job) -> None:  # typ
     assert len(answers) == 16 and all(isinstance(a, str) for a in answers)
 
 
+def test_concurrent_greedy_chats_batch_and_answer_as_alone(stack, client, lora_job) -> None:  # type: ignore[no-untyped-def]
+    """Eight concurrent greedy chats to the fine-tuned model (each its own max_tokens) share
+    `generate` calls and give exactly the answers, token counts and finish reasons the same
+    requests give one at a time."""
+    model = lora_job["fine_tuned_model"]
+    asks = [(r["messages"][0]["content"], 3 + i % 6) for i, r in
+            enumerate(bundled_instructions()[:8])]
+
+    def one(question_tokens: tuple[str, int]) -> tuple[str | None, int, str]:
+        question, max_tokens = question_tokens
+        answer = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": question}], temperature=0,
+            max_tokens=max_tokens)
+        assert answer.usage is not None
+        return (answer.choices[0].message.content, answer.usage.completion_tokens,
+                answer.choices[0].finish_reason)
+
+    alone = [one(a) for a in asks]
+    before = httpx.get(f"{stack.inference_url}/stats", timeout=10).json()
+    with concurrent.futures.ThreadPoolExecutor(len(asks)) as pool:
+        together = list(pool.map(one, asks))
+    after = httpx.get(f"{stack.inference_url}/stats", timeout=10).json()
+    assert together == alone
+    shared = (after["batched_requests"] - before["batched_requests"]) - (
+        after["batches"] - before["batches"])
+    assert shared > 0 and after["largest_batch"] > 1, (before, after)
+
+
 def test_delete_removes_the_weights_not_the_job(client, project, lora_job) -> None:  # type: ignore[no-untyped-def]
     checkpoints = project.http.get(
         f"/v1/fine_tuning/jobs/{lora_job['id']}/checkpoints").json()["data"]
