@@ -32,7 +32,7 @@ CREATE_BODY = {"requestBody": {"required": True, "content": {"application/json":
         "events": {"type": "array", "minItems": 1,
                    "items": {"type": "string", "enum": list(EVENT_TYPES)},
                    "description": "Events to send (default: all)"},
-        "description": {"type": "string", "maxLength": MAX_DESCRIPTION}}}}}}}
+        "description": {"type": ["string", "null"], "maxLength": MAX_DESCRIPTION}}}}}}}
 
 
 def endpoint_object(endpoint: WebhookEndpoint, *, secret: str | None = None) -> dict[str, Any]:

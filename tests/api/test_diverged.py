@@ -63,9 +63,15 @@ def test_nan_job_fails_diverged_and_keeps_its_last_good_checkpoint(nan_stack: Fa
     for folder in folders:
         weights = load_file(folder / "adapter_model.safetensors")
         assert all(torch.isfinite(w).all() for w in weights.values()), folder.name
-    # No model stored.
+    # No model stored: the only artifact is the last good checkpoint, kept as a failed job's
+    # is (step 4, finite weights).
     artifacts = project.http.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts")
-    assert artifacts.status_code == 200 and artifacts.json()["data"] == []
+    assert artifacts.status_code == 200
+    names = [a["name"] for a in artifacts.json()["data"]]
+    assert names and all(name.startswith("checkpoint/") for name in names), names
+    kept = nan_stack.home / "jobs" / job["id"] / "artifacts" / "checkpoint"
+    weights = load_file(kept / "adapter_model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
     assert done["fine_tuned_model"] is None
 
     # Events: the page and the stream are strict JSON, and no metric is NaN.

@@ -95,7 +95,7 @@ def test_a_stream_dropped_mid_job_resumes_and_ends_when_the_job_pauses(
         assert project.http.post(f"/v1/fine_tuning/jobs/{job_id}/pause").status_code == 200
         follower.join(timeout=90)
         assert not follower.is_alive(), "the stream stayed open on a paused job"
-        assert project.job(job_id)["status"] == "paused"
+        assert project.job(job_id)["status_detail"] == "paused"  # status: OpenAI's enum
         ids = [m.id for m in first] + event_ids(resumed)
         assert ids == [e["id"] for e in project.events(job_id)]  # none lost, none twice
         assert strict_loads(resumed[-2].data)["data"]["status"] == "paused"

@@ -524,7 +524,7 @@ def test_gpu_image_is_on_a_cuda_base(gpu_df):
 def test_gpu_image_installs_the_worker_extra_and_cuda_torch(gpu_df):
     runs = " ".join(args for kw, args in final_stage(gpu_df) if kw == "RUN")
     args = " ".join(args for kw, args in final_stage(gpu_df) if kw == "ARG")
-    assert re.search(r"pip install [^&]*\.\[worker(,gpu)?\]", runs), runs
+    assert re.search(r"pip install [^&]*\.\[worker(,gpu)?(,tracking)?\]", runs), runs
     assert re.search(r"download\.pytorch\.org/whl/cu\d+", runs + " " + args)
     assert "torch.version.cuda" in runs  # the build fails on a CPU-only torch
 
@@ -538,7 +538,7 @@ def test_gpu_image_loads_models_with_no_network(gpu_df):
 
 def test_gpu_image_installs_liger_kernel_from_the_gpu_extra(gpu_df):
     runs = " ".join(args for kw, args in final_stage(gpu_df) if kw == "RUN")
-    assert re.search(r"pip install [^&]*\.\[worker,gpu\]", runs), runs
+    assert re.search(r"pip install [^&]*\.\[worker,gpu(,tracking)?\]", runs), runs
     assert 'extras.get("gpu"' in runs  # the dependency layer has it too
     gpu_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]["gpu"]

@@ -23,8 +23,10 @@ SEED = 20261129
 # character, which PostgreSQL text cannot hold; a spec whose fields fit the schema but not
 # each other. Per operation: none beyond these.
 ALWAYS_EXPECTED = ["2xx", "3xx", "400", "401", "403", "404", "409", "429"]
-# This stack runs no worker, so readiness answers 503 naming the missing worker (documented).
-EXPECTED: dict[str, list[str]] = {"GET /readyz": ["503"]}
+# This stack runs no worker and no inference process: readiness answers 503 naming the
+# missing worker, and completions 503 inference_unavailable (both documented).
+EXPECTED: dict[str, list[str]] = {"GET /readyz": ["503"], "POST /v1/chat/completions": ["503"],
+                                  "POST /v1/completions": ["503"]}
 
 
 def _config(file_id: str, job_id: str) -> str:

@@ -2,6 +2,7 @@
 answers 503, both with Retry-After; no request waits forever."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -24,4 +25,7 @@ def test_full_queue_is_429_and_long_wait_is_503() -> None:
         await asyncio.wait_for(slots.enter(), timeout=1)  # free again: served at once
         assert slots.describe() == {"slots": 1, "in_use": 1, "queued": 0, "refused": 2}
 
-    asyncio.run(scenario())
+    # A loop of its own in a thread of its own: a browser test's sync Playwright may have
+    # left this thread's event loop running.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result()

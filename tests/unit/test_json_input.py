@@ -134,7 +134,7 @@ def job_bodies(draw: st.DrawFn) -> bytes:
 @given(job_bodies())
 def test_job_spec_read_through_the_parser_is_refused_or_storable(raw: bytes) -> None:
     try:
-        spec = _parse_spec(raw)
+        spec, _dry_run = _parse_spec(raw)
     except (APIError, RequestValidationError):
         return
     assert isinstance(spec, JobSpec)

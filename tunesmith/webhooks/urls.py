@@ -22,7 +22,13 @@ def _public(address: str) -> bool:
 
 def check_url(url: str, *, resolve: bool = True) -> None:
     """Raise RefusedURL unless `url` is an http(s) URL the operator's settings allow."""
-    parts = urlsplit(url)
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise RefusedURL("must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - parses the netloc: a bad IPv6 literal raises here
+    except ValueError as exc:
+        raise RefusedURL(f"is not a URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
         raise RefusedURL("must be an http:// or https:// URL")
     if not parts.hostname:
@@ -37,7 +43,7 @@ def check_url(url: str, *, resolve: bool = True) -> None:
         return
     try:
         infos = socket.getaddrinfo(parts.hostname, port or 443, type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
         raise RefusedURL(f"host '{parts.hostname}' does not resolve ({exc})") from None
     for info in infos:
         address = str(info[4][0])
