@@ -147,7 +147,7 @@ def warn_unserved(now: float | None = None) -> list[str]:
                 continue
             add_event(session, job.id,
                       f"{NO_WORKER} '{queue}': the job waits until one starts "
-                      f"(`tunesmith worker --queues {queue}`)", level="warning",
+                      f"(`tunesmith worker --queues {queue}`)", level="warn",
                       data={"reason": "no_worker", "queue": queue, "attempt": job.attempt})
             warned.append(job.id)
     return warned

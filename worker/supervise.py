@@ -138,7 +138,7 @@ def _replan_after_oom(job_id: str, *, worker_id: str) -> bool:
             return False
         replan, change = found
         add_event(session, job_id, f"Out of memory; retrying from the last checkpoint with "
-                  f"{change}", level="warning",
+                  f"{change}", level="warn",
                   data={"oom_recovery": {**asdict(replan), "change": change,
                                          "estimated_peak_memory_gib": (job.hyperparameters or {})
                                          .get("estimated_peak_memory_gib")}})
