@@ -32,7 +32,14 @@ def prompt_ids(loaded: Loaded, *, messages: list[dict[str, Any]] | None,
         text = tokenizer.apply_chat_template(messages, tokenize=False,
                                              add_generation_prompt=True)
         return list(tokenizer(text, add_special_tokens=False).input_ids)
-    return list(tokenizer(prompt or "").input_ids)
+    ids = list(tokenizer(prompt or "").input_ids)
+    if not ids:
+        # An empty prompt (OpenAI accepts one): generate from the start-of-text token, as a
+        # model does at the start of a document; generate() cannot start from nothing.
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else \
+            tokenizer.eos_token_id
+        ids = [start] if start is not None else []
+    return ids
 
 
 def context_limit(loaded: Loaded) -> int:
