@@ -67,16 +67,17 @@ def test_fuzzed_requests_get_no_500_and_match_the_schema(fault_stack: FaultStack
         "--no-color", "run", f"{fault_stack.url}/openapi.json",
         "--header", f"Authorization: Bearer {project.key}",
         "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED),
-        "--workers", "1", "--request-timeout", "5", "--no-shrink",
+        "--workers", "1", "--request-timeout", "30", "--no-shrink",
         "--report", "junit", "--report-dir", str(tmp_path / "report"),
     ]
     # Readiness takes no input, and on this stack (no worker) it rightly answers 503: it is
-    # left out. Chat and completions are fuzzed against an inference process of the stack's.
+    # left out. Chat and completions are fuzzed against an inference process of the stack's
+    # (a generation on a loaded CPU can take seconds: hence the 30 s request timeout).
     command += ["--exclude-path", "/readyz"]
     inference = start_inference(fault_stack.env, tmp_path / "inference.log")
     try:
         wait_inference(inference, fault_stack.env)
-        result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=420)
     finally:
         inference.stop()
     summary = result.stdout[-8000:]
