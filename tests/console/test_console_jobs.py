@@ -42,13 +42,13 @@ def test_lora_job_from_the_form_trains_live_and_pauses_resumes_cancels(
     page.select_option("#tuning", "lora")
     page.fill("#suffix", "live")
     hyper = "#f-method-supervised-hyperparameters-"
-    page.fill(hyper + "n_epochs", "10")
+    page.fill(hyper + "n_epochs", "50")  # long enough to pause on a quiet, fast machine
     page.fill(hyper + "batch_size", "1")
     page.fill(hyper + "learning_rate", "0.005")
     page.fill(hyper + "logging_steps", "1")
     page.fill("#f-tuning-r", "4")
     body = page.locator("#job-json")
-    for shown in ('"n_epochs": 10', '"batch_size": 1', '"learning_rate": 0.005',
+    for shown in ('"n_epochs": 50', '"batch_size": 1', '"learning_rate": 0.005',
                   f'"training_file": "{file_id}"', '"type": "lora"', '"r": 4'):
         expect(body).to_contain_text(shown)
     expect(body).not_to_contain_text('"alpha"')  # defaults are not sent
