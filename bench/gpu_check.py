@@ -244,6 +244,24 @@ def checks(report: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def estimated_peak_gib(shape: dict[str, Any], cell: dict[str, Any]) -> float | None:
+    """The dry run's estimate (tunesmith/memory_estimate.py) for a measured cell: issue 16
+    asks it to agree with what the card really held."""
+    from tunesmith.memory_estimate import GIB, ModelShape, TrainingSetup, estimate
+
+    if not shape or "error" in cell or cell.get("gradient_checkpointing") is None:
+        return None
+    model = ModelShape.from_config({
+        "hidden_size": shape["hidden"], "num_hidden_layers": shape["layers"],
+        "num_attention_heads": shape["heads"], "num_key_value_heads": shape["kv_heads"],
+        "intermediate_size": shape["intermediate"], "vocab_size": shape["vocab"],
+        "tie_word_embeddings": False})
+    setup = TrainingSetup(tuning=cell["tuning"], precision="bf16" if cell.get("bf16") else "fp32",
+                          micro_batch=shape["batch"], seq_len=shape["seq_len"],
+                          checkpointing=bool(cell["gradient_checkpointing"]), lora_rank=16)
+    return estimate(model, setup).peak_allocated / GIB
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "-"
@@ -277,11 +295,15 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", f"## Per tuning: service config vs trl's defaults (Llama "
               f"{_fmt(report['tunings'].get('parameters'))} parameters, seq "
               f"{shape.get('seq_len')}, batch {shape.get('batch')})", "",
-              "| tuning | config | tokens/s | MFU | peak GiB | bf16 | act. ckpt | Liger | error |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| tuning | config | tokens/s | MFU | peak GiB | estimate GiB | peak / estimate "
+              "| bf16 | act. ckpt | Liger | error |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in report["tunings"].get("cells", []):
+        guess, peak = estimated_peak_gib(shape, c), c.get("peak_memory_gib")
+        ratio = peak / guess if guess and peak else None
         lines.append(f"| {c['tuning']} | {c['config']} | {_fmt(c.get('tokens_per_second'), 0)}"
-                     f" | {_fmt(c.get('mfu'), 3)} | {_fmt(c.get('peak_memory_gib'))} | "
+                     f" | {_fmt(c.get('mfu'), 3)} | {_fmt(peak)} | {_fmt(guess)} | "
+                     f"{_fmt(ratio)} | "
                      f"{_fmt(c.get('bf16'))} | {_fmt(c.get('gradient_checkpointing'))} | "
                      f"{_fmt(c.get('liger_kernels'))} | {c.get('error', '')} |")
     lines += ["", "Baseline (FACTS.md, one H200 before issue 11): LoRA 34,920 tokens/s at "
