@@ -15,6 +15,7 @@ import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from api.errors import APIError, InvalidRequest
+from tunesmith.served_models import local_folder
 from tunesmith.settings import settings
 
 
@@ -48,7 +49,8 @@ async def _vllm_body(body: dict[str, Any]) -> dict[str, Any]:
             "inference process.", param="model")
     if body["model"] not in _vllm_adapters:
         answer = await _http().post("/v1/load_lora_adapter", json={
-            "lora_name": body["model"], "lora_path": ref["weights_path"]})
+            "lora_name": body["model"],
+            "lora_path": local_folder(ref["weights_job"], ref["weights_path"])})
         if answer.status_code != 200 and "already" not in answer.text:
             raise InferenceUnavailable(f"vLLM refused adapter '{body['model']}': "
                                        f"{answer.text[:300]}", headers={"Retry-After": "5"})

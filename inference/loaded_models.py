@@ -9,9 +9,11 @@ full-precision base: the adapter was trained against the dequantised weights' va
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from inference.fetched import FetchedFolders
 
 # Tunings whose adapters share one peft model on their base.
 SHARED_BASE_TUNINGS = {"lora", "qlora"}
@@ -22,10 +24,12 @@ class ModelRef:
     """What the API resolved a model name to: the inference process reads no database."""
 
     model_id: str
-    base_path: str
+    base_path: str  # relative to base_job's folder where that is set
     tuning: str | None  # None: the base model itself
-    weights_path: str | None  # adapter or full-model folder
+    weights_path: str | None  # adapter or full-model folder, relative to weights_job's
     bottleneck: dict[str, Any] | None = None  # settings for a bottleneck job's checkpoint
+    weights_job: str | None = None
+    base_job: str | None = None
 
 
 @dataclass
@@ -130,6 +134,8 @@ class ModelCache:
         self._units: OrderedDict[tuple[str, str], int] = OrderedDict()  # key -> bytes
         self._bases: dict[str, Loaded] = {}
         self._own: dict[str, Loaded] = {}
+        self._fetched = FetchedFolders()
+        self._loading: set[tuple[str, str]] = set()
         self.loads = 0
         self.evictions = 0
 
@@ -142,18 +148,42 @@ class ModelCache:
             return {"budget_bytes": self.budget_bytes, "loaded_bytes": self.loaded_bytes,
                     "loaded": [{"kind": k, "name": n, "bytes": b}
                                for (k, n), b in self._units.items()],
-                    "loads": self.loads, "evictions": self.evictions}
+                    "loads": self.loads, "evictions": self.evictions,
+                    **self._fetched.describe()}
 
     def acquire(self, ref: ModelRef) -> tuple[Loaded, str | None]:
         """The loaded object for `ref` and the adapter to activate on it (None: none, or the
         base alone). The caller generates under `loaded.lock` and checks the adapter is still
         there (`loaded.adapters`), else asks again."""
         with self._lock:
-            if ref.tuning is None:
-                return self._base(ref.base_path), None
-            if ref.tuning in SHARED_BASE_TUNINGS:
-                return self._shared_adapter(ref), ref.model_id
-            return self._own_model(ref), None
+            ref = self._local(ref)
+            try:
+                if ref.tuning is None:
+                    return self._base(ref.base_path), None
+                if ref.tuning in SHARED_BASE_TUNINGS:
+                    return self._shared_adapter(ref), ref.model_id
+                return self._own_model(ref), None
+            finally:
+                self._loading.clear()
+                self._fetched.forget_unused(set(self._units))
+
+    def _local(self, ref: ModelRef) -> ModelRef:
+        """`ref` with local folders, fetched from the store where they live there; each
+        folder is kept while a unit loaded from it is (`_loading` until it is)."""
+        base = self._fetched.local(ref.base_job, ref.base_path, set())
+        own = ("own", ref.model_id)
+        if ref.tuning is None:
+            self._loading = {("base", base)}
+        elif ref.tuning in SHARED_BASE_TUNINGS:
+            self._loading = {("base", base), ("adapter", f"{base}\0{ref.model_id}")}
+        else:
+            self._loading = {own}
+        # A unit's key names its base by the local folder, known only now.
+        self._fetched.local(ref.base_job, ref.base_path, self._loading)
+        weights = None if ref.weights_path is None else self._fetched.local(
+            ref.weights_job, ref.weights_path, self._loading)
+        return replace(ref, base_path=base, weights_path=weights, base_job=None,
+                       weights_job=None)
 
     # -- units ---------------------------------------------------------------------------
 
@@ -183,6 +213,8 @@ class ModelCache:
             for adapter in list(loaded.adapters):
                 self._units.pop(("adapter", f"{name}\0{adapter}"), None)
             del self._units[key]
+        # The weights fetched for what left memory leave the disk with it.
+        self._fetched.forget_unused(set(self._units) | self._loading)
 
     @staticmethod
     def _drop_adapter(loaded: Loaded, adapter: str) -> None:

@@ -85,6 +85,9 @@ def create_app() -> FastAPI:
         except PromptTooLong as exc:
             slots.leave()
             return _error(400, str(exc), param=exc.param, code="context_length_exceeded")
+        except FileNotFoundError as exc:  # deleted from the store after the API resolved it
+            slots.leave()
+            return _error(404, str(exc), param="model", code="model_not_found")
         except BaseException:
             slots.leave()
             raise
