@@ -171,17 +171,19 @@ class ModelCache:
         """`ref` with local folders, fetched from the store where they live there; each
         folder is kept while a unit loaded from it is (`_loading` until it is)."""
         base = self._fetched.local(ref.base_job, ref.base_path, set())
-        own = ("own", ref.model_id)
+        # Each folder is kept by the unit loaded from it (a unit's key names its base by the
+        # local folder, known only now).
+        own = {("own", ref.model_id)}
         if ref.tuning is None:
-            self._loading = {("base", base)}
+            base_users, weights_users = {("base", base)}, set()
         elif ref.tuning in SHARED_BASE_TUNINGS:
-            self._loading = {("base", base), ("adapter", f"{base}\0{ref.model_id}")}
+            base_users, weights_users = {("base", base)}, {("adapter", f"{base}\0{ref.model_id}")}
         else:
-            self._loading = {own}
-        # A unit's key names its base by the local folder, known only now.
-        self._fetched.local(ref.base_job, ref.base_path, self._loading)
+            base_users, weights_users = own, own
+        self._loading = base_users | weights_users
+        self._fetched.local(ref.base_job, ref.base_path, base_users)
         weights = None if ref.weights_path is None else self._fetched.local(
-            ref.weights_job, ref.weights_path, self._loading)
+            ref.weights_job, ref.weights_path, weights_users)
         return replace(ref, base_path=base, weights_path=weights, base_job=None,
                        weights_job=None)
 
