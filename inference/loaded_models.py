@@ -63,17 +63,29 @@ def _tokenizer(folder: str, base_path: str) -> Any:
     return tokenizer
 
 
-def device() -> str:
+def placement() -> dict[str, Any]:
+    """Where models run and in what dtype: on a GPU in bf16 (fp16 where the GPU has no
+    bf16), whatever the weights were saved in (the tiny model's fp32 too); on the CPU in
+    the dtype the weights were saved in."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return {"device": "cuda", "dtype": torch.bfloat16 if torch.cuda.is_bf16_supported()
+                else torch.float16}
+    return {"device": "cpu"}
+
+
+def _place(model: Any) -> Any:
+    # Adapters (LoRA, prompt encoders, bottleneck modules) are created or loaded in fp32:
+    # one dtype for the whole model, so no matmul meets two.
+    return model.to(**placement()).eval()
 
 
 def _load_base(path: str) -> Any:
     from transformers import AutoModelForCausalLM
 
-    # The dtype the weights were saved in (bf16 for most hub models, fp32 for the tiny one).
-    return AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(device()).eval()
+    dtype = placement().get("dtype", "auto")
+    return _place(AutoModelForCausalLM.from_pretrained(path, dtype=dtype))
 
 
 def _load_own(ref: ModelRef) -> Any:
@@ -87,13 +99,13 @@ def _load_own(ref: ModelRef) -> Any:
         from worker.tunings.bottleneck import load_bottleneck_adapters
 
         # The adapters are built on the CPU; the model goes to the device after.
-        return load_bottleneck_adapters(_load_base(ref.base_path), ref.weights_path).to(device())
+        return _place(load_bottleneck_adapters(_load_base(ref.base_path), ref.weights_path))
     from peft import PeftModel
 
     from worker.tunings.prompt_learning import fix_generation
 
     model = PeftModel.from_pretrained(_load_base(ref.base_path), ref.weights_path)
-    return fix_generation(model).to(device()).eval()
+    return _place(fix_generation(model))
 
 
 def _bottleneck_checkpoint(ref: ModelRef) -> Any:
@@ -117,7 +129,7 @@ def _bottleneck_checkpoint(ref: ModelRef) -> Any:
         raise KeyError(f"checkpoint {ref.weights_path} lacks adapter tensors "
                        f"{sorted(expected - set(saved))[:3]}")
     model.load_state_dict(saved, strict=False)
-    return model.to(device()).eval()
+    return _place(model)
 
 
 class ModelCache:
@@ -217,6 +229,10 @@ class ModelCache:
             del self._units[key]
         # The weights fetched for what left memory leave the disk with it.
         self._fetched.forget_unused(set(self._units) | self._loading)
+        if placement()["device"] == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()  # give the freed blocks back, for the next model
 
     @staticmethod
     def _drop_adapter(loaded: Loaded, adapter: str) -> None:
@@ -256,7 +272,7 @@ class ModelCache:
                 else:
                     loaded.model = PeftModel.from_pretrained(
                         loaded.model, ref.weights_path, adapter_name=ref.model_id).eval()
-                loaded.model.to(device())
+                _place(loaded.model)
                 loaded.adapters[ref.model_id] = nbytes
             self._units[key] = nbytes
             self.loads += 1

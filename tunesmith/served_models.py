@@ -125,11 +125,6 @@ def resolve_served(session: Session, name: str, *, project_id: str) -> ServedMod
                        weights_job=job.id, base_job=base_job)
 
 
-def local_folder(job_id: str | None, path: str) -> str:
-    """A ServedModel path as this node's path (for a server that shares this node's disk)."""
-    return path if job_id is None else str(storage.job_dir(job_id) / path)
-
-
 def checkpoint_model_id(job: Job, step: int) -> str:
     return f"{job.fine_tuned_model or job.id}:ckpt-step-{step}"
 
