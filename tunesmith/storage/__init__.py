@@ -191,11 +191,13 @@ def job_path_exists(job_id: str, path: Path) -> bool:
     if store is None:
         return False
     name = _job_name(job_id, path)
+    if store.names(name):  # a folder (the common case: one request)
+        return True
     try:
         store.size(name)
         return True
     except FileNotFoundError:
-        return bool(store.names(name))
+        return False
 
 
 def stored_folders(job_id: str, folder: Path) -> list[str]:
