@@ -98,7 +98,7 @@ def _load_own(ref: ModelRef) -> Any:
     if ref.tuning == "adapter":
         from worker.tunings.bottleneck import load_bottleneck_adapters
 
-        # The adapters are built on the CPU; the model goes to the device after.
+        # Adapters are built in the base's dtype and on its device, and loaded from fp32.
         return _place(load_bottleneck_adapters(_load_base(ref.base_path), ref.weights_path))
     from peft import PeftModel
 
@@ -168,8 +168,8 @@ class ModelCache:
         base alone). The caller generates under `loaded.lock` and checks the adapter is still
         there (`loaded.adapters`), else asks again."""
         with self._lock:
-            ref = self._local(ref)
             try:
+                ref = self._local(ref)
                 if ref.tuning is None:
                     return self._base(ref.base_path), None
                 if ref.tuning in SHARED_BASE_TUNINGS:
@@ -182,6 +182,11 @@ class ModelCache:
     def _local(self, ref: ModelRef) -> ModelRef:
         """`ref` with local folders, fetched from the store where they live there; each
         folder is kept while a unit loaded from it is (`_loading` until it is)."""
+        if ref.tuning == "full":  # its own folder is its base: no other to fetch
+            self._loading = {("own", ref.model_id)}
+            assert ref.weights_path is not None
+            weights = self._fetched.local(ref.weights_job, ref.weights_path, self._loading)
+            return replace(ref, weights_path=weights, base_job=None, weights_job=None)
         base = self._fetched.local(ref.base_job, ref.base_path, set())
         # Each folder is kept by the unit loaded from it (a unit's key names its base by the
         # local folder, known only now).
