@@ -4,8 +4,11 @@ Our own process (`tunesmith inference`) reads the resolved model from `tunesmith
 vLLM OpenAI server (TUNESMITH_INFERENCE_BACKEND=vllm) is given LoRA and QLoRA adapters with
 its `/v1/load_lora_adapter` route (it must run with `--enable-lora` and
 `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`, and see the same files); the model name it serves
-is the adapter's, so the body passes through as OpenAI's. Not tested here: no vLLM runs on
-these machines.
+is the adapter's, so the body passes through as OpenAI's. Its one base model must be served
+under the base's name here (`--served-model-name tiny-llama`), and be the base the adapters
+were trained on. Not tested here: no vLLM runs on these machines; the request shapes were
+read against vLLM's source (LoadLoRAAdapterRequest: lora_name, lora_path; 200 with text on
+success, 400 "has already been loaded" for a name it holds).
 """
 
 from collections.abc import AsyncIterator
@@ -13,8 +16,10 @@ from typing import Any
 
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import APIError, InvalidRequest
+from tunesmith import storage
 from tunesmith.settings import settings
 
 
@@ -25,7 +30,6 @@ class InferenceUnavailable(APIError):
 
 
 _client: httpx.AsyncClient | None = None
-_vllm_adapters: set[str] = set()
 
 
 def _http() -> httpx.AsyncClient:
@@ -46,13 +50,18 @@ async def _vllm_body(body: dict[str, Any]) -> dict[str, Any]:
             f"model: '{body['model']}' was trained with tuning '{ref['tuning']}', which the "
             "vLLM server this service uses cannot load; ask the operator for the tunesmith "
             "inference process.", param="model")
-    if body["model"] not in _vllm_adapters:
-        answer = await _http().post("/v1/load_lora_adapter", json={
-            "lora_name": body["model"], "lora_path": ref["weights_path"]})
-        if answer.status_code != 200 and "already" not in answer.text:
-            raise InferenceUnavailable(f"vLLM refused adapter '{body['model']}': "
-                                       f"{answer.text[:300]}", headers={"Retry-After": "5"})
-        _vllm_adapters.add(body["model"])
+    # vLLM reads the adapter from its disk, which must be this node's: fetched to scratch
+    # first where the store is S3.
+    folder = await run_in_threadpool(
+        storage.fetch_job_path, ref["weights_job"],
+        storage.job_dir(ref["weights_job"]) / ref["weights_path"])
+    # Asked every time: vLLM answers 400 "has already been loaded" at once for a loaded one,
+    # and a vLLM that restarted (and forgot its adapters) gets it back.
+    answer = await _http().post("/v1/load_lora_adapter", json={
+        "lora_name": body["model"], "lora_path": str(folder)})
+    if answer.status_code != 200 and "already been loaded" not in answer.text:
+        raise InferenceUnavailable(f"vLLM refused adapter '{body['model']}': "
+                                   f"{answer.text[:300]}", headers={"Retry-After": "5"})
     return body
 
 

@@ -9,9 +9,11 @@ full-precision base: the adapter was trained against the dequantised weights' va
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from inference.fetched import FetchedFolders
 
 # Tunings whose adapters share one peft model on their base.
 SHARED_BASE_TUNINGS = {"lora", "qlora"}
@@ -22,10 +24,12 @@ class ModelRef:
     """What the API resolved a model name to: the inference process reads no database."""
 
     model_id: str
-    base_path: str
+    base_path: str  # relative to base_job's folder where that is set
     tuning: str | None  # None: the base model itself
-    weights_path: str | None  # adapter or full-model folder
+    weights_path: str | None  # adapter or full-model folder, relative to weights_job's
     bottleneck: dict[str, Any] | None = None  # settings for a bottleneck job's checkpoint
+    weights_job: str | None = None
+    base_job: str | None = None
 
 
 @dataclass
@@ -59,17 +63,29 @@ def _tokenizer(folder: str, base_path: str) -> Any:
     return tokenizer
 
 
-def device() -> str:
+def placement() -> dict[str, Any]:
+    """Where models run and in what dtype: on a GPU in bf16 (fp16 where the GPU has no
+    bf16), whatever the weights were saved in (the tiny model's fp32 too); on the CPU in
+    the dtype the weights were saved in."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return {"device": "cuda", "dtype": torch.bfloat16 if torch.cuda.is_bf16_supported()
+                else torch.float16}
+    return {"device": "cpu"}
+
+
+def _place(model: Any) -> Any:
+    # Adapters (LoRA, prompt encoders, bottleneck modules) are created or loaded in fp32:
+    # one dtype for the whole model, so no matmul meets two.
+    return model.to(**placement()).eval()
 
 
 def _load_base(path: str) -> Any:
     from transformers import AutoModelForCausalLM
 
-    # The dtype the weights were saved in (bf16 for most hub models, fp32 for the tiny one).
-    return AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(device()).eval()
+    dtype = placement().get("dtype", "auto")
+    return _place(AutoModelForCausalLM.from_pretrained(path, dtype=dtype))
 
 
 def _load_own(ref: ModelRef) -> Any:
@@ -82,14 +98,14 @@ def _load_own(ref: ModelRef) -> Any:
     if ref.tuning == "adapter":
         from worker.tunings.bottleneck import load_bottleneck_adapters
 
-        # The adapters are built on the CPU; the model goes to the device after.
-        return load_bottleneck_adapters(_load_base(ref.base_path), ref.weights_path).to(device())
+        # Adapters are built in the base's dtype and on its device, and loaded from fp32.
+        return _place(load_bottleneck_adapters(_load_base(ref.base_path), ref.weights_path))
     from peft import PeftModel
 
     from worker.tunings.prompt_learning import fix_generation
 
     model = PeftModel.from_pretrained(_load_base(ref.base_path), ref.weights_path)
-    return fix_generation(model).to(device()).eval()
+    return _place(fix_generation(model))
 
 
 def _bottleneck_checkpoint(ref: ModelRef) -> Any:
@@ -113,7 +129,7 @@ def _bottleneck_checkpoint(ref: ModelRef) -> Any:
         raise KeyError(f"checkpoint {ref.weights_path} lacks adapter tensors "
                        f"{sorted(expected - set(saved))[:3]}")
     model.load_state_dict(saved, strict=False)
-    return model.to(device()).eval()
+    return _place(model)
 
 
 class ModelCache:
@@ -130,6 +146,8 @@ class ModelCache:
         self._units: OrderedDict[tuple[str, str], int] = OrderedDict()  # key -> bytes
         self._bases: dict[str, Loaded] = {}
         self._own: dict[str, Loaded] = {}
+        self._fetched = FetchedFolders()
+        self._loading: set[tuple[str, str]] = set()
         self.loads = 0
         self.evictions = 0
 
@@ -142,18 +160,49 @@ class ModelCache:
             return {"budget_bytes": self.budget_bytes, "loaded_bytes": self.loaded_bytes,
                     "loaded": [{"kind": k, "name": n, "bytes": b}
                                for (k, n), b in self._units.items()],
-                    "loads": self.loads, "evictions": self.evictions}
+                    "loads": self.loads, "evictions": self.evictions,
+                    **self._fetched.describe()}
 
     def acquire(self, ref: ModelRef) -> tuple[Loaded, str | None]:
         """The loaded object for `ref` and the adapter to activate on it (None: none, or the
         base alone). The caller generates under `loaded.lock` and checks the adapter is still
         there (`loaded.adapters`), else asks again."""
         with self._lock:
-            if ref.tuning is None:
-                return self._base(ref.base_path), None
-            if ref.tuning in SHARED_BASE_TUNINGS:
-                return self._shared_adapter(ref), ref.model_id
-            return self._own_model(ref), None
+            try:
+                ref = self._local(ref)
+                if ref.tuning is None:
+                    return self._base(ref.base_path), None
+                if ref.tuning in SHARED_BASE_TUNINGS:
+                    return self._shared_adapter(ref), ref.model_id
+                return self._own_model(ref), None
+            finally:
+                self._loading.clear()
+                self._fetched.forget_unused(set(self._units))
+
+    def _local(self, ref: ModelRef) -> ModelRef:
+        """`ref` with local folders, fetched from the store where they live there; each
+        folder is kept while a unit loaded from it is (`_loading` until it is)."""
+        if ref.tuning == "full":  # its own folder is its base: no other to fetch
+            self._loading = {("own", ref.model_id)}
+            assert ref.weights_path is not None
+            weights = self._fetched.local(ref.weights_job, ref.weights_path, self._loading)
+            return replace(ref, weights_path=weights, base_job=None, weights_job=None)
+        base = self._fetched.local(ref.base_job, ref.base_path, set())
+        # Each folder is kept by the unit loaded from it (a unit's key names its base by the
+        # local folder, known only now).
+        own = {("own", ref.model_id)}
+        if ref.tuning is None:
+            base_users, weights_users = {("base", base)}, set()
+        elif ref.tuning in SHARED_BASE_TUNINGS:
+            base_users, weights_users = {("base", base)}, {("adapter", f"{base}\0{ref.model_id}")}
+        else:
+            base_users, weights_users = own, own
+        self._loading = base_users | weights_users
+        self._fetched.local(ref.base_job, ref.base_path, base_users)
+        weights = None if ref.weights_path is None else self._fetched.local(
+            ref.weights_job, ref.weights_path, weights_users)
+        return replace(ref, base_path=base, weights_path=weights, base_job=None,
+                       weights_job=None)
 
     # -- units ---------------------------------------------------------------------------
 
@@ -183,6 +232,12 @@ class ModelCache:
             for adapter in list(loaded.adapters):
                 self._units.pop(("adapter", f"{name}\0{adapter}"), None)
             del self._units[key]
+        # The weights fetched for what left memory leave the disk with it.
+        self._fetched.forget_unused(set(self._units) | self._loading)
+        if placement()["device"] == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()  # give the freed blocks back, for the next model
 
     @staticmethod
     def _drop_adapter(loaded: Loaded, adapter: str) -> None:
@@ -222,7 +277,7 @@ class ModelCache:
                 else:
                     loaded.model = PeftModel.from_pretrained(
                         loaded.model, ref.weights_path, adapter_name=ref.model_id).eval()
-                loaded.model.to(device())
+                _place(loaded.model)
                 loaded.adapters[ref.model_id] = nbytes
             self._units[key] = nbytes
             self.loads += 1

@@ -44,6 +44,17 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _gpu_bytes() -> dict[str, int]:
+    """What torch's allocator holds on the GPU: the loaded weights plus generation's
+    activations and caches (the budget counts the weights alone)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"cuda_allocated_bytes": torch.cuda.memory_allocated(),
+            "cuda_max_allocated_bytes": torch.cuda.max_memory_allocated()}
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Tunesmith inference")
     cache = ModelCache(int(settings.inference_memory_budget_mib * 1024 * 1024))
@@ -58,7 +69,7 @@ def create_app() -> FastAPI:
     @app.get("/stats")
     def stats() -> dict[str, Any]:
         """What is loaded, against the budget, and this process's resident memory."""
-        return {**cache.describe(), "rss_bytes": _rss_bytes(), **slots.describe(),
+        return {**cache.describe(), "rss_bytes": _rss_bytes(), **_gpu_bytes(), **slots.describe(),
                 **batcher.describe()}
 
     @app.post("/v1/chat/completions")
@@ -85,6 +96,9 @@ def create_app() -> FastAPI:
         except PromptTooLong as exc:
             slots.leave()
             return _error(400, str(exc), param=exc.param, code="context_length_exceeded")
+        except FileNotFoundError as exc:  # deleted from the store after the API resolved it
+            slots.leave()
+            return _error(404, str(exc), param="model", code="model_not_found")
         except BaseException:
             slots.leave()
             raise

@@ -73,7 +73,8 @@ JOB_ID = re.compile(r"ftjob-[0-9a-f]{24}")
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"
 
 
-def jobs_waiting_in(queues: Iterable[str], *, delivered_within: float) -> set[str] | None:
+def jobs_waiting_in(queues: Iterable[str], *, delivered_within: float,
+                    ids: re.Pattern[str] = JOB_ID) -> set[str] | None:
     """Ids of the jobs whose messages wait in `queues`, or were delivered to a worker in the
     last `delivered_within` seconds and not yet acknowledged (a live worker claims its
     message within moments: such a job is in flight, not lost). None where the broker
@@ -95,4 +96,4 @@ def jobs_waiting_in(queues: Iterable[str], *, delivered_within: float) -> set[st
     finally:
         client.close()
     return {job_id for message in raw
-            for job_id in JOB_ID.findall(message.decode("utf-8", "replace"))}
+            for job_id in ids.findall(message.decode("utf-8", "replace"))}

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from tunesmith.db.models import Job, JobEvent
 from tunesmith.db.session import session_scope
+from tunesmith.exports.redispatch import redispatch_queued_exports
 from tunesmith.exports.states import reap_lost_exports
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import HELD, JobStatus, change_status
@@ -157,7 +158,7 @@ def run_once(*, reap: bool = True) -> None:
     requeued = reap_expired_leases() if reap else []
     if reap:
         requeued += reap_lost_exports()
-    sent = redispatch_queued()
+    sent = redispatch_queued() + redispatch_queued_exports()
     warned = warn_unserved()
     if requeued or sent or warned:
         log.info("reaper: requeued %s, sent %s, no worker for %s", requeued, sent, warned)

@@ -4,9 +4,12 @@ fine-tuned models (each job's result and each listed checkpoint), whatever their
 `tunesmith.models` resolves `ft:` names for starting jobs, where only mergeable tunings
 count; here every causal tuning counts, and a name resolves to the folders the inference
 process loads (`ModelRef` there, a plain dict here: the API imports no torch).
+
+A job's folders are named relative to the job (`weights_job`, `base_job`), not as this
+node's paths: with an S3 store the API's home is scratch, and the inference process fetches
+them from the store into a cache of its own (inference/fetched.py).
 """
 
-import shutil
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,19 +30,19 @@ from tunesmith.spec.tunings import AdapterTuning
 
 NO_SUCH_MODEL = ("This model does not exist or you do not have access to it; GET /v1/models "
                  "lists the models you can use.")
-# A job that starts from an ft: model which itself started from one, and so on.
-_MAX_CHAIN = 8
 
 
 @dataclass(frozen=True)
 class ServedModel:
     model_id: str
-    base_path: str
+    base_path: str  # a base model's folder or hub id; relative to base_job's folder if set
     tuning: str | None  # None: a base model
-    weights_path: str | None
+    weights_path: str | None  # relative to weights_job's folder
     # A bottleneck job's checkpoint is the trainer's whole-model save, without the
     # artifact's bottleneck_config.json: the adapters' settings, from the job's spec.
     bottleneck: dict[str, Any] | None = None
+    weights_job: str | None = None
+    base_job: str | None = None  # a fine-tuned model's job whose weights are the base
 
     def as_ref(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,22 +88,20 @@ def _fine_tuned_job(session: Session, name: str, project_id: str | None) -> tupl
     return job, parsed.step
 
 
-def _base_path(session: Session, name: str, depth: int = 0) -> str:
-    """The folder (or hub id) of the model a job trained on."""
+def _base_path(session: Session, name: str) -> tuple[str, str | None]:
+    """The folder (or hub id) of the model a job trained on, and the job whose folder it is
+    relative to (None: a base model)."""
     if parse_fine_tuned(name) is None:
-        return resolve_model(name).path_or_id
-    if depth >= _MAX_CHAIN:
-        raise BadModelName(f"'{name}' starts a chain of more than {_MAX_CHAIN} fine-tuned models.")
+        return resolve_model(name).path_or_id, None
     job, step = _fine_tuned_job(session, name, None)
     relative, _ = _weights_folder(job, step, session)
-    folder = storage.job_dir(job.id) / relative
-    if (folder / "config.json").is_file():
-        return str(folder)
+    if storage.job_path_exists(job.id, storage.job_dir(job.id) / relative / "config.json"):
+        return relative, job.id
     # The worker merged the adapter once, for the job that started from it (worker/fine_tuned).
-    merged = storage.job_dir(job.id) / "merged" / ("final" if step is None else f"ckpt-step-{step}")
-    if not (merged / "config.json").is_file():
+    merged = f"merged/{'final' if step is None else f'ckpt-step-{step}'}"
+    if not storage.job_path_exists(job.id, storage.job_dir(job.id) / merged / "config.json"):
         raise ModelNotFound(f"The merged weights of '{name}' are gone.")
-    return str(merged)
+    return merged, job.id
 
 
 def resolve_served(session: Session, name: str, *, project_id: str) -> ServedModel:
@@ -112,14 +113,16 @@ def resolve_served(session: Session, name: str, *, project_id: str) -> ServedMod
     job, step = _fine_tuned_job(session, name, project_id)
     relative, _ = _weights_folder(job, step, session)
     folder = storage.job_dir(job.id) / relative
-    if not folder.is_dir():
+    if not storage.job_path_exists(job.id, folder):
         raise ModelNotFound(f"The model '{name}' does not exist (its weights were deleted).")
     bottleneck = None
-    if job.tuning_type == "adapter" and not (folder / "bottleneck_config.json").is_file():
+    if job.tuning_type == "adapter" and not storage.job_path_exists(
+            job.id, folder / "bottleneck_config.json"):
         tuning = AdapterTuning.model_validate(job.spec["tuning"])
         bottleneck = tuning.model_dump(include={"size", "placement", "nonlinearity", "dropout"})
-    return ServedModel(name, _base_path(session, job.model), job.tuning_type, str(folder),
-                       bottleneck)
+    base_path, base_job = _base_path(session, job.model)
+    return ServedModel(name, base_path, job.tuning_type, relative, bottleneck,
+                       weights_job=job.id, base_job=base_job)
 
 
 def checkpoint_model_id(job: Job, step: int) -> str:
@@ -137,7 +140,8 @@ def project_models(session: Session, project_id: str) -> list[dict[str, Any]]:
     for job in jobs:
         owner = f"project-{job.project_id}"
         final = storage.job_dir(job.id) / _weights_folder(job, None, session)[0]
-        if job.status == "succeeded" and job.fine_tuned_model and final.is_dir():
+        if job.status == "succeeded" and job.fine_tuned_model and storage.job_path_exists(
+                job.id, final):
             tuned.append(_model_object(job.fine_tuned_model, job, owner))
         for checkpoint in session.scalars(sa.select(Checkpoint).where(
                 Checkpoint.job_id == job.id).order_by(Checkpoint.step.desc())):
@@ -167,10 +171,10 @@ def delete_model(session: Session, name: str, *, project_id: str) -> None:
         session.execute(sa.delete(Checkpoint).where(Checkpoint.job_id == job.id,
                                                     Checkpoint.step == step))
     else:
-        if not folder.is_dir():
+        if not storage.job_path_exists(job.id, folder):
             raise ModelNotFound(f"The model '{name}' does not exist (already deleted).")
         prefix = relative.removeprefix("artifacts/") + "/"
         session.execute(sa.delete(Artifact).where(Artifact.job_id == job.id,
                                                   Artifact.name.startswith(prefix)))
     session.commit()
-    shutil.rmtree(folder, ignore_errors=True)
+    storage.drop_job_path(job.id, folder)

@@ -234,6 +234,9 @@ class Export(Base):
     # Renewed by the worker while it runs; the API's reaper requeues (or, past max_attempts,
     # fails) an export whose lease ran out, as it does for jobs.
     lease_expires_at: Mapped[float | None] = mapped_column(sa.Float)
+    # When its message was last sent (None: at creation): the reaper sends again a queued
+    # export whose message the broker no longer holds (tunesmith/exports/redispatch.py).
+    dispatched_at: Mapped[float | None] = mapped_column(sa.Float)
     attempt: Mapped[int] = mapped_column(sa.Integer, default=0)
     created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
     started_at: Mapped[int | None] = mapped_column(sa.BigInteger)

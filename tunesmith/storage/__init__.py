@@ -167,15 +167,37 @@ def drop_job_path(job_id: str, path: Path) -> None:
         store.delete([name, *store.names(name)])
 
 
-def fetch_job_path(job_id: str, path: Path) -> Path:
+def fetch_job_path(job_id: str, path: Path, *, into: Path | None = None) -> Path:
     """A folder of the job's (checkpoint, artifact) on local disk, fetched from the store
-    file by file (sha256 checked) where it is not on this node's scratch."""
+    file by file (sha256 checked) where it is not on this node's scratch. `into`: fetch to
+    that folder instead (a cache of the caller's own; the job's path itself where the local
+    folder is the store)."""
     store = remote()
-    if store is not None and not path.exists():
+    if store is None:
+        return path
+    target = into or path
+    if not target.exists():
         name = _job_name(job_id, path)
         for child in store.names(name):
-            store.get(child, path / child.removeprefix(name + "/"))
-    return path
+            store.get(child, target / child.removeprefix(name + "/"))
+    return target
+
+
+def job_path_exists(job_id: str, path: Path) -> bool:
+    """Whether a file or folder of the job's folder is kept (on local disk or in the store)."""
+    if path.exists():
+        return True
+    store = remote()
+    if store is None:
+        return False
+    name = _job_name(job_id, path)
+    if store.names(name):  # a folder (the common case: one request)
+        return True
+    try:
+        store.size(name)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def stored_folders(job_id: str, folder: Path) -> list[str]:
