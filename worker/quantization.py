@@ -17,6 +17,18 @@ from worker.context import JobContext
 from worker.registry import TuningPlan
 
 
+def _keep_the_hf_cache() -> None:
+    """Once gptqmodel is installed, peft imports it for every LoRA it builds, and gptqmodel's
+    tokenicer sets HF_HOME to /tmp/tokenicer_hf_home where it is unset: the processes a worker
+    starts afterwards would download to /tmp. Name the hub's own default first."""
+    from huggingface_hub import constants
+
+    os.environ.setdefault("HF_HOME", constants.HF_HOME)
+
+
+_keep_the_hf_cache()
+
+
 def compute_dtype(ctx: JobContext) -> Any:
     """The dtype the dequantised matmuls run in: bf16 where the GPU has it."""
     import torch
