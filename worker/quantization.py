@@ -68,11 +68,16 @@ def gptq_config(source: str) -> dict[str, Any] | None:
     return config if config.get("quant_method") == "gptq" else None
 
 
+def size_gptq_cpu_pool() -> None:
+    """Before gptqmodel loads a checkpoint: it sizes a CPU loader pool of 2 under a parent pool
+    of cpu_count/2 workers, and fails on a 2-core host ("requests 2 workers but parent 'cpu'
+    only has 1")."""
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, (os.cpu_count() or 2) // 2)))
+
+
 def load_kwargs(quantization: Any, ctx: JobContext) -> dict[str, Any]:
     if quantization.method == "gptq":
-        # gptqmodel sizes a CPU loader pool of 2 under a parent pool of cpu_count/2 workers,
-        # and fails on a 2-core host ("requests 2 workers but parent 'cpu' only has 1").
-        os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, (os.cpu_count() or 2) // 2)))
+        size_gptq_cpu_pool()
         # The checkpoint's own quantization_config decides; nothing to add but the device.
         return {"device_map": device_map(ctx)}
     return {"quantization_config": bnb_config(quantization, ctx), "device_map": device_map(ctx)}
