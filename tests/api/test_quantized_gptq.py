@@ -27,6 +27,7 @@ except ImportError as missing:  # a failure, never a skip: the Makefile installs
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.test_readme_examples import readme_job_examples
 from tests.utils.jobs import Project
 from tests.utils.learning import (
     answer_log_likelihood,
@@ -61,10 +62,12 @@ def gptq_folder(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def job(project: Project, gptq_folder: Path) -> dict[str, Any]:
+    """README's GPTQ example, with hyperparameters that make it learn the bundled rows."""
+    [example] = readme_job_examples(gptq=True)
+    assert example["model"] == MODEL and example["quantization"] == {"method": "gptq"}
     upload = project.upload(bundled_instructions(), "instructions.jsonl")
     job = project.create_job({
-        "model": MODEL, "training_file": upload["id"], "seed": 0,
-        "quantization": {"method": "gptq"}, "tuning": {"type": "lora", "r": 16, "alpha": 32},
+        **example, "training_file": upload["id"], "seed": 0,
         "method": {"type": "supervised", "supervised": {"hyperparameters": {
             "n_epochs": 15, "batch_size": 8, "learning_rate": 1.5e-2}}}})
     done = project.wait(job["id"], timeout=900)
