@@ -21,9 +21,12 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 STEPS = 2
 
 
-def readme_job_examples() -> list[dict[str, Any]]:
+def readme_job_examples(*, gptq: bool = False) -> list[dict[str, Any]]:
+    """The job examples; those on a GPTQ checkpoint (`gptq=True`) are posted by
+    tests/api/test_quantized_gptq.py, which makes the checkpoint they name."""
     blocks = re.findall(r"```json\n(.*?)```", README.read_text(), flags=re.S)
-    return [example for example in map(json.loads, blocks) if "model" in example]
+    return [example for example in map(json.loads, blocks) if "model" in example
+            and ((example.get("quantization") or {}).get("method") == "gptq") == gptq]
 
 
 def _data_for(placeholder: str) -> list[dict[str, Any]]:

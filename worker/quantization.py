@@ -17,6 +17,18 @@ from worker.context import JobContext
 from worker.registry import TuningPlan
 
 
+def _keep_the_hf_cache() -> None:
+    """Once gptqmodel is installed, peft imports it for every LoRA it builds, and gptqmodel's
+    tokenicer sets HF_HOME to /tmp/tokenicer_hf_home where it is unset: the processes a worker
+    starts afterwards would download to /tmp. Name the hub's own default first."""
+    from huggingface_hub import constants
+
+    os.environ.setdefault("HF_HOME", constants.HF_HOME)
+
+
+_keep_the_hf_cache()
+
+
 def compute_dtype(ctx: JobContext) -> Any:
     """The dtype the dequantised matmuls run in: bf16 where the GPU has it."""
     import torch
@@ -56,11 +68,16 @@ def gptq_config(source: str) -> dict[str, Any] | None:
     return config if config.get("quant_method") == "gptq" else None
 
 
+def size_gptq_cpu_pool() -> None:
+    """Before gptqmodel loads a checkpoint: it sizes a CPU loader pool of 2 under a parent pool
+    of cpu_count/2 workers, and fails on a 2-core host ("requests 2 workers but parent 'cpu'
+    only has 1")."""
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, (os.cpu_count() or 2) // 2)))
+
+
 def load_kwargs(quantization: Any, ctx: JobContext) -> dict[str, Any]:
     if quantization.method == "gptq":
-        # gptqmodel sizes a CPU loader pool of 2 under a parent pool of cpu_count/2 workers,
-        # and fails on a 2-core host ("requests 2 workers but parent 'cpu' only has 1").
-        os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, (os.cpu_count() or 2) // 2)))
+        size_gptq_cpu_pool()
         # The checkpoint's own quantization_config decides; nothing to add but the device.
         return {"device_map": device_map(ctx)}
     return {"quantization_config": bnb_config(quantization, ctx), "device_map": device_map(ctx)}

@@ -4,7 +4,8 @@ safetensors `save_pretrained` folder that `AutoModelForCausalLM.from_pretrained`
 LoRA merges with peft's `merge_and_unload`. A QLoRA adapter is applied to the base loaded in
 full precision (not re-quantised), so the merged weights are the dequantised base plus the
 adapter's update. A full job's model is the merged model already. A base that is itself an
-`ft:` model is merged first, recursively.
+`ft:` model is merged first, recursively. A LoRA on a GPTQ checkpoint merges into the
+checkpoint dequantised (worker/exports/gptq_merge.py).
 """
 
 import json
@@ -16,6 +17,7 @@ from tunesmith.db.session import session_scope
 from tunesmith.models import FineTunedSource, parse_fine_tuned, resolve_fine_tuned, resolve_model
 from tunesmith.settings import settings
 from worker.db_retry import with_db_retry
+from worker.exports.gptq_merge import is_gptq_checkpoint, load_dequantized
 from worker.public_names import name_the_model
 
 
@@ -55,9 +57,11 @@ def load_base(name: str) -> Any:
 
     if parse_fine_tuned(name) is not None:
         return load_merged(source_of(name))
+    path_or_id = resolve_model(name).path_or_id
+    if is_gptq_checkpoint(path_or_id):  # merged into its dequantised weights
+        return load_dequantized(path_or_id)
     return AutoModelForCausalLM.from_pretrained(
-        resolve_model(name).path_or_id, dtype="auto",
-        trust_remote_code=settings.trust_remote_code)
+        path_or_id, dtype="auto", trust_remote_code=settings.trust_remote_code)
 
 
 def tokenizer_for(source: FineTunedSource) -> Any:
