@@ -34,7 +34,7 @@ class ExportStatus(StrEnum):
     cancelled = "cancelled"
 
 
-EXPORTS: Lifecycle[ExportStatus] = Lifecycle(
+EXPORT_LIFECYCLE: Lifecycle[ExportStatus] = Lifecycle(
     Export,
     allowed_from={
         ExportStatus.queued: frozenset({ExportStatus.running}),  # its worker was lost
@@ -52,7 +52,7 @@ def _change(session: Session, export_id: str, to: ExportStatus, *,
             owner: str | None = None, **fields: Any) -> bool:
     if to != ExportStatus.running:  # only a running export has a worker renewing its lease
         fields.setdefault("lease_expires_at", None)
-    return EXPORTS.change(session, export_id, to, owner=owner, **fields)
+    return EXPORT_LIFECYCLE.change(session, export_id, to, owner=owner, **fields)
 
 
 def create_export(session: Session, *, project_id: str, job_id: str, fmt: str,

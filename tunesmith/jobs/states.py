@@ -53,7 +53,7 @@ ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
 HELD = frozenset({JobStatus.running, JobStatus.cancelling, JobStatus.pausing})
 
 
-JOBS: Lifecycle[JobStatus] = Lifecycle(Job, ALLOWED_FROM, TERMINAL)
+JOB_LIFECYCLE: Lifecycle[JobStatus] = Lifecycle(Job, ALLOWED_FROM, TERMINAL)
 
 
 def change_status(
@@ -75,7 +75,7 @@ def change_status(
     Returns whether this call made the change. `fields` are further columns to set in
     the same UPDATE (lease, error, ...). The caller commits.
     """
-    if not JOBS.change(session, job_id, to, expect=expect, owner=owner, **fields):
+    if not JOB_LIFECYCLE.change(session, job_id, to, expect=expect, owner=owner, **fields):
         return False
     if to in TERMINAL:
         project_id = session.scalar(sa.select(Job.project_id).where(Job.id == job_id))
