@@ -57,10 +57,6 @@ def resolve_model(name: str) -> ModelLocation:
     raise ModelNotFound(f"Model '{name}' not found in the models root.{hint}")
 
 
-def model_folder(root: Path, name: str) -> Path:
-    return safe_join(root, name)
-
-
 # -- fine-tuned models: a job's `fine_tuned_model`, or one of its checkpoints ---------------
 
 FINE_TUNED_PREFIX = "ft:"
