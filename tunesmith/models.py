@@ -5,7 +5,6 @@ Names are resolved here only, so no job can read a model from an arbitrary path.
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunesmith.settings import settings
