@@ -1,4 +1,6 @@
-"""The Celery app as the API sees it: it sends tasks by name and never imports the worker."""
+"""The Celery app as the API sees it: it sends tasks by name and never imports the worker.
+
+What a job's message says and which queue it goes to: tunesmith/jobs/dispatch.py."""
 
 import re
 import time
@@ -10,6 +12,7 @@ from celery import Celery
 from tunesmith.settings import settings
 
 RUN_JOB_TASK = "tunesmith.run_job"
+RUN_EXPORT_TASK = "tunesmith.run_export"
 
 
 @cache
@@ -54,17 +57,6 @@ def prepare_broker(queues: Iterable[str], *, attempts: int = 10) -> None:
             if attempt == attempts:
                 raise
             time.sleep(0.2 * attempt)
-
-
-def dispatch_job(job_id: str, *, queue: str | None = None) -> float:
-    """Send the job's message (its id only). Returns the send time to record on the job."""
-    celery_app().send_task(RUN_JOB_TASK, args=[job_id], queue=queue or settings.queue)
-    return time.time()
-
-
-def queue_for(gpu_class: str | None) -> str:
-    """Jobs that ask for a GPU class go to that class's queue (`gpu.h100`), others to `gpu`."""
-    return f"{settings.queue}.{gpu_class}" if gpu_class else settings.queue
 
 
 JOB_ID = re.compile(r"ftjob-[0-9a-f]{24}")

@@ -22,10 +22,12 @@ import sqlalchemy as sa
 from tunesmith.db.models import Job, JobEvent
 from tunesmith.db.session import session_scope
 from tunesmith.exports.redispatch import redispatch_queued_exports
-from tunesmith.exports.states import reap_lost_exports
+from tunesmith.jobs.attempts import lease_lost
+from tunesmith.jobs.dispatch import queue_of, send
 from tunesmith.jobs.events import add_event
-from tunesmith.jobs.states import HELD, JobStatus, change_status
-from tunesmith.queue import dispatch_job, jobs_waiting_in, queue_for
+from tunesmith.jobs.exports import reap_lost_exports
+from tunesmith.jobs.states import HELD, JobStatus
+from tunesmith.queue import jobs_waiting_in
 from tunesmith.settings import settings
 from tunesmith.workers import live_queues
 
@@ -37,37 +39,11 @@ SETTLE_SECONDS = 0.25
 def reap_expired_leases(now: float | None = None) -> list[str]:
     """Requeue or fail jobs whose worker stopped renewing the lease. Returns requeued ids."""
     now = time.time() if now is None else now
-    requeued: list[str] = []
     with session_scope() as session:
         expired = session.scalars(sa.select(Job).where(
             Job.status.in_([status.value for status in HELD]),
             Job.lease_expires_at < now)).all()
-        for job in expired:
-            lost = f"Worker {job.worker_id} stopped answering (lease expired)"
-            if job.status == JobStatus.cancelling:
-                change_status(session, job.id, JobStatus.cancelled, f"{lost}; job cancelled",
-                              expect={JobStatus.cancelling})
-            elif job.status == JobStatus.pausing:
-                change_status(session, job.id, JobStatus.paused,
-                              f"{lost}; job paused at its last checkpoint",
-                              expect={JobStatus.pausing}, worker_id=None,
-                              lease_expires_at=None, max_attempts=Job.max_attempts + 1)
-            elif job.attempt >= job.max_attempts:
-                change_status(
-                    session, job.id, JobStatus.failed,
-                    f"{lost} on attempt {job.attempt} of {job.max_attempts}; giving up",
-                    expect={JobStatus.running}, level="error",
-                    error={"code": "worker_lost", "param": None,
-                           "message": f"The worker running this job died {job.attempt} times. "
-                                      "Check the worker logs (out of host memory?)."})
-            elif change_status(
-                    session, job.id, JobStatus.queued,
-                    f"{lost}; requeued (attempt {job.attempt + 1} of {job.max_attempts}) to "
-                    "resume from the last checkpoint",
-                    expect={JobStatus.running}, level="warn",
-                    event_data={"reason": "worker_lost", "attempt": job.attempt},
-                    worker_id=None, lease_expires_at=None, dispatched_at=None):
-                requeued.append(job.id)
+        requeued = [job.id for job in expired if lease_lost(session, job)]
     return requeued
 
 
@@ -91,16 +67,15 @@ def redispatch_queued(now: float | None = None) -> list[str]:
         stale = session.scalars(sa.select(Job).where(
             Job.status == JobStatus.queued.value,
             sa.or_(Job.dispatched_at.is_(None), Job.dispatched_at < cutoff))).all()
-        queue_of = {job.id: queue_for((job.spec.get("resources") or {}).get("gpu_class"))
-                    for job in stale}
+        queues = {job.id: queue_of(job) for job in stale}
         sent_before = [job for job in stale if job.dispatched_at is not None]
-        waiting = _waiting_in_broker(set(queue_of.values())) if sent_before else set()
+        waiting = _waiting_in_broker(set(queues.values())) if sent_before else set()
         if any(job.id not in waiting for job in sent_before):
             # A message a worker is taking right now is in neither place for a moment
             # (popped, not yet recorded as unacknowledged): look once more, after that
             # moment, and drop the jobs claimed meanwhile.
             time.sleep(SETTLE_SECONDS)
-            waiting |= _waiting_in_broker(set(queue_of.values()))
+            waiting |= _waiting_in_broker(set(queues.values()))
             for job in sent_before:
                 session.refresh(job)
         for job in stale:
@@ -111,7 +86,7 @@ def redispatch_queued(now: float | None = None) -> list[str]:
                 job.dispatched_at = now
                 continue
             try:
-                job.dispatched_at = dispatch_job(job.id, queue=queue_of[job.id])
+                job.dispatched_at = send(job.id, queue=queues[job.id])
             except Exception:
                 log.warning("broker unreachable; job %s stays queued for the next round", job.id)
                 break
@@ -135,8 +110,7 @@ def warn_unserved(now: float | None = None) -> list[str]:
             return warned
         served = live_queues(now)
         unserved = {job.id: queue for job in waiting
-                    if (queue := queue_for((job.spec.get("resources") or {}).get("gpu_class")))
-                    not in served}
+                    if (queue := queue_of(job)) not in served}
         if not unserved:
             return warned
         told = {(event.job_id, (event.data or {}).get("attempt")) for event in session.scalars(

@@ -19,12 +19,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from tunesmith import storage
 from tunesmith.db.models import Job
 from tunesmith.db.session import session_scope
+from tunesmith.jobs import attempts
 from tunesmith.jobs.events import add_event
-from tunesmith.jobs.states import JobStatus, change_status, claim_job, renew_lease
+from tunesmith.jobs.states import JobStatus
 from tunesmith.settings import settings
 from worker.db_retry import is_db_outage, with_db_retry
 from worker.launch import TrainingProcess, start_training
@@ -75,8 +77,8 @@ def supervise(job_id: str, *, worker_id: str) -> str:
     """Run the job if this worker can claim it. Returns the status it ended in."""
     def claim() -> bool:
         with session_scope() as session:
-            return claim_job(session, job_id, worker_id=worker_id,
-                             lease_seconds=settings.lease_seconds)
+            return attempts.claim(session, job_id, worker_id=worker_id,
+                                  lease_seconds=settings.lease_seconds)
 
     if not with_db_retry(claim, what="claim"):
         log.info("job %s is not queued (gone, taken or finished); message dropped", job_id)
@@ -158,8 +160,8 @@ def _lease_kept(job_id: str, *, worker_id: str) -> Iterator[None]:
         while not done.wait(settings.heartbeat_seconds):
             try:
                 with session_scope() as session:
-                    renew_lease(session, job_id, worker_id=worker_id,
-                                lease_seconds=settings.lease_seconds)
+                    attempts.renew_lease(session, job_id, worker_id=worker_id,
+                                         lease_seconds=settings.lease_seconds)
             except sa.exc.DBAPIError as exc:  # an outage: _watch copes once the child runs
                 log.warning("could not renew the lease of %s while starting: %s", job_id, exc)
 
@@ -214,8 +216,8 @@ def _watch(job_id: str, child: TrainingProcess, *,
             status = _status(job_id)
             if now - last_renewal >= settings.heartbeat_seconds:
                 with session_scope() as session:
-                    still_ours = renew_lease(session, job_id, worker_id=worker_id,
-                                             lease_seconds=settings.lease_seconds)
+                    still_ours = attempts.renew_lease(
+                        session, job_id, worker_id=worker_id, lease_seconds=settings.lease_seconds)
                 last_renewal = now
                 if not still_ours and status not in (JobStatus.cancelling, None):
                     log.warning("job %s was taken from this worker; stopping", job_id)
@@ -252,62 +254,53 @@ def _record_outcome(job_id: str, code: int, ending: JobStatus | None, *, worker_
             # A job that stops before its end keeps its last checkpoint as an artifact; in
             # this transaction, so the status event stays the job's last.
             kept = keep_as_artifact(session, job_id) is not None
-            # The attempt the pause ended was no failure: it does not count against the job.
-            if change_status(session, job_id, JobStatus.paused,
-                             "Job paused; resume continues from the last checkpoint",
-                             expect={JobStatus.pausing}, owner=worker_id, worker_id=None,
-                             lease_expires_at=None, max_attempts=Job.max_attempts + 1):
+            if attempts.paused(session, job_id,
+                               "Job paused; resume continues from the last checkpoint",
+                               owner=worker_id):
                 return JobStatus.paused
             ending = JobStatus.cancelled  # a cancel came while it was pausing
         if ending == JobStatus.cancelled:
             if not kept:
                 keep_as_artifact(session, job_id)
-            done = change_status(session, job_id, JobStatus.cancelled,
-                                 "Job cancelled; training stopped",
-                                 expect={JobStatus.cancelling}, owner=worker_id)
-            if not done:
-                session.rollback()  # not ours any more: nor is the checkpoint to keep
-            return JobStatus.cancelled if done else "lost"
+            done = attempts.cancelled(session, job_id, "Job cancelled; training stopped",
+                                      owner=worker_id)
+            return _kept_if(session, done, JobStatus.cancelled)
         if ending == JobStatus.failed:
             keep_as_artifact(session, job_id)
-            done = change_status(
-                session, job_id, JobStatus.failed, "Job stopped at its time limit",
-                level="error", owner=worker_id,
+            done = attempts.fail(
+                session, job_id, "Job stopped at its time limit", owner=worker_id,
                 error={"code": "timeout", "param": None,
                        "message": f"The job ran past the limit of "
                                   f"{settings.job_time_limit_seconds:.0f} s."})
-            if not done:
-                session.rollback()
-            return JobStatus.failed if done else "lost"
+            return _kept_if(session, done, JobStatus.failed)
         if code == 0:
             drop_kept_artifact(session, job_id)  # a resumed job has its real result now
-            suffix = f":{job.suffix}" if job.suffix else ""
-            done = change_status(
-                session, job_id, JobStatus.succeeded, "The job has successfully completed",
-                owner=worker_id,
-                fine_tuned_model=f"ft:{job.model}:{job.project_id}{suffix}:{job.id}")
+            done = attempts.succeed(session, job, owner=worker_id)
             return JobStatus.succeeded if done else "lost"
         if ending == JobStatus.queued or code == EXIT_STOPPED:
             # SIGTERM from the host, not from the API: the worker is shutting down or the
             # node is preempted. The child saved a checkpoint (unless the signal came before
             # training began); another worker resumes from it.
-            done = change_status(
-                session, job_id, JobStatus.queued,
-                "Training stopped by the worker's host (shutdown or preemption); requeued to "
-                "resume from the last checkpoint", expect={JobStatus.running},
-                owner=worker_id, level="warn",
-                event_data={"reason": "worker_shutdown", "attempt": job.attempt},
-                worker_id=None, lease_expires_at=None, dispatched_at=None)
+            done = attempts.requeue(
+                session, job_id, "Training stopped by the worker's host (shutdown or "
+                "preemption); requeued to resume from the last checkpoint",
+                reason="worker_shutdown", attempt=job.attempt, owner=worker_id)
             return JobStatus.queued if done else "lost"
         error = _read_error(job_id, code)
         add_event(session, job_id, "Training log tail:\n" + _log_tail(job_id), level="error")
         keep_as_artifact(session, job_id)
-        if not change_status(session, job_id, JobStatus.failed,
-                             f"Job failed: {error['message']}", level="error", error=error,
-                             event_data={"code": error["code"]}, owner=worker_id):
-            session.rollback()  # not ours any more: the log tail is not this job's story
-            return "lost"
-        return JobStatus.failed
+        done = attempts.fail(session, job_id, f"Job failed: {error['message']}", error,
+                             event_data={"code": error["code"]}, owner=worker_id)
+        # Not ours any more: neither the log tail nor the checkpoint is this job's story.
+        return _kept_if(session, done, JobStatus.failed)
+
+
+def _kept_if(session: Session, done: bool, status: JobStatus) -> str:
+    """What the outcome wrote beside the status stays only if the status change was ours."""
+    if not done:
+        session.rollback()
+        return "lost"
+    return status
 
 
 def _read_error(job_id: str, code: int) -> dict[str, str | None]:

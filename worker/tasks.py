@@ -7,8 +7,7 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_process_init
 
-from tunesmith.exports.states import RUN_EXPORT_TASK
-from tunesmith.queue import RUN_JOB_TASK
+from tunesmith.queue import RUN_EXPORT_TASK, RUN_JOB_TASK
 from worker.launch import prewarm
 from worker.supervise import supervise
 

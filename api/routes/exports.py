@@ -2,7 +2,6 @@
 GGUF file, by a worker, and downloaded like a job's artifacts."""
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,21 +14,16 @@ from api.deps import CurrentProject, SessionDep
 from api.errors import Conflict, InvalidRequest, NotFound, error_responses
 from api.json_body import json_object
 from api.routes.job_outputs import ARCHIVE_SUFFIX, _archive, _download
-from api.routes.jobs import get_job, raw_body
+from api.routes.jobs import get_job, raw_body, refused_as_conflict
 from api.serializers import list_object
 from tunesmith import storage
 from tunesmith.db.models import Checkpoint, Export, Job, Project
-from tunesmith.exports.states import (
-    ExportStatus,
-    change_export_status,
-    dispatch_export,
-)
 from tunesmith.exports.storage import export_dir
-from tunesmith.ids import new_id
+from tunesmith.jobs import exports as export_ops
+from tunesmith.jobs.exports import ExportStatus
 from tunesmith.models import BadModelName, ModelNotFound, parse_fine_tuned, resolve_model
 
 router = APIRouter(tags=["exports"])
-log = logging.getLogger(__name__)
 
 FORMATS = ("merged", "gguf")
 QUANTIZATIONS = ("f16", "q8_0")
@@ -152,22 +146,12 @@ def create_export(raw: Annotated[bytes, Depends(raw_body)], session: SessionDep,
     job = get_job(session, project, job_id)
     body = _body(raw)
     _check_exportable(session, job, body["format"], body["checkpoint"])
-    export = Export(id=new_id("ftexp"), project_id=project.id, job_id=job.id,
-                    format=body["format"], quantization=body["quantization"],
-                    checkpoint_step=body["checkpoint"], status=ExportStatus.queued.value,
-                    artifacts=[])
-    session.add(export)
+    export = export_ops.create_export(
+        session, project_id=project.id, job_id=job.id, fmt=body["format"],
+        quantization=body["quantization"], checkpoint_step=body["checkpoint"])
     session.commit()
     # After the commit, so a worker never receives an id it cannot read.
-    try:
-        dispatch_export(export.id)
-    except Exception as exc:
-        log.exception("could not send export %s to the broker", export.id)
-        change_export_status(session, export.id, ExportStatus.failed, error={
-            "code": "broker_unavailable", "message": f"The queue could not be reached: {exc}",
-            "param": None})
-        session.commit()
-    session.refresh(export)
+    export_ops.dispatch_export(session, export)
     return export_object(export)
 
 
@@ -195,12 +179,8 @@ def cancel_export(session: SessionDep, project: CurrentProject,
     """Cancel a queued or running export; a running one's files are discarded when its worker
     finishes writing them."""
     export = get_export(session, project, export_id)
-    if not change_export_status(session, export.id, ExportStatus.cancelled):
-        session.rollback()
-        raise Conflict(f"Export '{export_id}' is {export.status}; only a queued or running "
-                       "export can be cancelled.", param="export_id", code="export_finished")
-    session.commit()
-    session.refresh(export)
+    with refused_as_conflict("export_id"):
+        export_ops.cancel_export(session, export)
     if export.status == ExportStatus.cancelled:  # here or in the store, whichever holds it
         storage.drop_job_path(export.job_id, export_dir(export.job_id, export.id))
     return export_object(export)

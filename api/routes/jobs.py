@@ -1,7 +1,8 @@
 """`/v1/fine_tuning/jobs`: create, list, retrieve and cancel fine-tuning jobs."""
 
 import logging
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,9 +28,10 @@ from api.project_lock import hold_project
 from api.serializers import job_object, list_object
 from tunesmith.db.models import File, Job, Project
 from tunesmith.dry_run import read_config
-from tunesmith.ids import new_id
-from tunesmith.jobs.events import add_event
-from tunesmith.jobs.states import TERMINAL, JobStatus, change_status
+from tunesmith.jobs.dispatch import dispatch
+from tunesmith.jobs.lifecycle import Refused
+from tunesmith.jobs.operations import cancel, create, pause, resume
+from tunesmith.jobs.states import JobStatus
 from tunesmith.model_modules import matches, short_names, weight_modules
 from tunesmith.models import (
     BadModelName,
@@ -39,7 +41,6 @@ from tunesmith.models import (
     resolve_fine_tuned,
     resolve_model,
 )
-from tunesmith.queue import dispatch_job, queue_for
 from tunesmith.settings import settings
 from tunesmith.spec.job import JobSpec, file_uses, reward_model_reference
 from tunesmith.spec.objectives import PPOMethod
@@ -48,6 +49,15 @@ from tunesmith.spec.tunings import LoraTuning
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["jobs"])
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def refused_as_conflict(param: str) -> Iterator[None]:
+    """An operation the row's status does not allow is answered 409, naming the row."""
+    try:
+        yield
+    except Refused as exc:
+        raise Conflict(str(exc), param=param, code=exc.code) from exc
 
 
 def get_job(session: Session, project: Project, job_id: str) -> Job:
@@ -219,7 +229,7 @@ def create_job(
         except Exception:  # the database is away: the claim is taken over once abandoned
             log.exception("could not release Idempotency-Key %r", idempotency_key)
         raise
-    _send(session, job)
+    dispatch(session, job)
     return body
 
 
@@ -257,41 +267,7 @@ def _insert_job(session: Session, project: Project, spec: JobSpec) -> Job:
         raise RateLimited(f"This project has {queued} queued jobs, the most allowed; wait for "
                           "some to start.", code="too_many_queued_jobs",
                           headers={"Retry-After": "30"})
-    job = Job(
-        id=new_id("ftjob"), project_id=project.id, model=spec.model,
-        training_file_id=spec.training_file, validation_file_id=spec.validation_file,
-        method_type=spec.method.type, tuning_type=spec.tuning.type,
-        spec=spec.model_dump(mode="json"), status=JobStatus.queued.value,
-        suffix=spec.suffix, seed=spec.seed if spec.seed is not None else 42,
-        metadata_=spec.metadata, max_attempts=settings.max_attempts,
-        # Being sent now (see _send): the reconciler leaves it to us.
-        dispatched_at=time.time(),
-    )
-    session.add(job)
-    session.flush()
-    add_event(session, job.id, f"Created fine-tuning job: {spec.method.type} x "
-              f"{spec.tuning.type} on {spec.model}", data={"status": "queued"})
-    return job
-
-
-def _send(session: Session, job: Job) -> None:
-    """Send a committed queued job to its queue (after the commit, so a worker never receives
-    an id it cannot read).
-
-    The job was committed with a dispatch time of now, so the reconciler, which sends jobs
-    that have none, cannot send it a second time while we do. If the broker is down, the
-    dispatch time is cleared and the reconciler sends the job on its next round."""
-    gpu_class = (job.spec.get("resources") or {}).get("gpu_class")
-    try:
-        job.dispatched_at = dispatch_job(job.id, queue=queue_for(gpu_class))
-    except Exception:
-        log.exception("could not send job %s to the broker; the reconciler will retry", job.id)
-        job.dispatched_at = None
-    try:
-        session.commit()
-    except Exception:  # the job was sent, or will be after the redispatch period
-        log.exception("could not record the dispatch of job %s", job.id)
-        session.rollback()
+    return create(session, project.id, spec)
 
 
 @router.get("")
@@ -330,27 +306,8 @@ def read_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[
 def cancel_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """Cancel: a queued job at once; a running one stops within seconds and frees its GPU."""
     job = get_job(session, project, job_id)
-    if JobStatus(job.status) in TERMINAL:
-        raise Conflict(f"Job '{job_id}' is already {job.status}; nothing to cancel.",
-                       param="job_id", code="job_not_cancellable")
-    if job.status == JobStatus.cancelling:
-        return job_object(job)
-    # Not yet started: cancelled at once. Running: the worker stops the child and
-    # records `cancelled` when it is gone.
-    done = change_status(session, job.id, JobStatus.cancelled,
-                         "Job cancelled while paused" if job.status == JobStatus.paused
-                         else "Job cancelled before it started",
-                         expect={JobStatus.queued, JobStatus.validating_files,
-                                 JobStatus.paused})
-    if not done:
-        done = change_status(session, job.id, JobStatus.cancelling,
-                             "Cancel requested; stopping the training",
-                             expect={JobStatus.running, JobStatus.pausing})
-    session.commit()
-    session.refresh(job)
-    if not done and JobStatus(job.status) in TERMINAL:
-        raise Conflict(f"Job '{job_id}' is already {job.status}; nothing to cancel.",
-                       param="job_id", code="job_not_cancellable")
+    with refused_as_conflict("job_id"):
+        cancel(session, job)
     return job_object(job)
 
 
@@ -359,19 +316,8 @@ def pause_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict
     """Pause: a queued job at once; a running one saves a checkpoint and frees its worker
     within seconds. `resume` continues from that checkpoint."""
     job = get_job(session, project, job_id)
-    if job.status in (JobStatus.pausing, JobStatus.paused):
-        return job_object(job)
-    done = change_status(session, job.id, JobStatus.paused, "Job paused before it started",
-                         expect={JobStatus.queued, JobStatus.validating_files})
-    if not done:
-        done = change_status(session, job.id, JobStatus.pausing,
-                             "Pause requested; saving a checkpoint and stopping the training",
-                             expect={JobStatus.running})
-    session.commit()
-    session.refresh(job)
-    if not done and job.status not in (JobStatus.pausing, JobStatus.paused):
-        raise Conflict(f"Job '{job_id}' is {job.status}; only a queued or running job can be "
-                       "paused.", param="job_id", code="job_not_pausable")
+    with refused_as_conflict("job_id"):
+        pause(session, job)
     return job_object(job)
 
 
@@ -379,14 +325,6 @@ def pause_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict
 def resume_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """Resume a paused job: it is queued again and continues from its last checkpoint."""
     job = get_job(session, project, job_id)
-    if not change_status(session, job.id, JobStatus.queued,
-                         "Job resumed; queued to continue from its last checkpoint",
-                         expect={JobStatus.paused}, dispatched_at=time.time()):
-        hint = " wait until it is paused" if job.status == JobStatus.pausing else ""
-        raise Conflict(f"Job '{job_id}' is {job.status}; only a paused job can be resumed"
-                       f"{';' + hint if hint else '.'}", param="job_id",
-                       code="job_not_resumable")
-    session.commit()
-    session.refresh(job)
-    _send(session, job)
+    with refused_as_conflict("job_id"):
+        resume(session, job)
     return job_object(job)

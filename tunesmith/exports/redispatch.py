@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from tunesmith.db.models import Export
 from tunesmith.db.session import session_scope
-from tunesmith.exports.states import ExportStatus, dispatch_export
+from tunesmith.jobs.exports import ExportStatus, send_export
 from tunesmith.queue import jobs_waiting_in
 from tunesmith.settings import settings
 
@@ -62,7 +62,7 @@ def redispatch_queued_exports(now: float | None = None) -> list[str]:
                 export.dispatched_at = now
                 continue
             try:
-                export.dispatched_at = dispatch_export(export.id)
+                export.dispatched_at = send_export(export.id)
             except Exception:
                 log.warning("broker unreachable; export %s stays queued for the next round",
                             export.id)

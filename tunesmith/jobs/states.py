@@ -1,20 +1,16 @@
-"""The one place where a job's status changes.
+"""A job's states, and the one function that changes them: a conditional UPDATE
+(tunesmith/jobs/lifecycle.py) that writes its event in the same transaction. The operations
+built on it (cancel, pause, ...) are in tunesmith/jobs/operations.py."""
 
-Every change is a conditional UPDATE (`WHERE status IN (...)`) that writes its event in
-the same transaction: two workers, a reaper and a cancel request can race on one job
-and exactly one of them wins; the others see `False` and do nothing.
-"""
-
-import time
 from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from tunesmith.db.base import now
 from tunesmith.db.models import Job
 from tunesmith.jobs.events import Level, add_event
+from tunesmith.jobs.lifecycle import Lifecycle
 from tunesmith.jobs.results_file import add_results_file
 from tunesmith.webhooks.outbox import add_job_event
 
@@ -57,6 +53,9 @@ ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
 HELD = frozenset({JobStatus.running, JobStatus.cancelling, JobStatus.pausing})
 
 
+JOB_LIFECYCLE: Lifecycle[JobStatus] = Lifecycle(Job, ALLOWED_FROM, TERMINAL)
+
+
 def change_status(
     session: Session,
     job_id: str,
@@ -70,25 +69,17 @@ def change_status(
     **fields: Any,
 ) -> bool:
     """Move the job to `to` if it is in one of the `expect` states (default: any allowed one)
-    and, with `owner`, still held by that worker.
+    and, with `owner`, still held by that worker; its event (and, at a final state, its
+    results file and webhook) are written in the same transaction.
 
     Returns whether this call made the change. `fields` are further columns to set in
     the same UPDATE (lease, error, ...). The caller commits.
     """
-    allowed = ALLOWED_FROM[to] if expect is None else ALLOWED_FROM[to] & expect
-    values: dict[str, Any] = {"status": to.value, **fields}
-    if to in TERMINAL:
-        values.setdefault("finished_at", now())
-        values.setdefault("lease_expires_at", None)
-    query = sa.update(Job).where(Job.id == job_id, Job.status.in_([s.value for s in allowed]))
-    if owner is not None:
-        # A worker whose lease ran out must not write over the attempt that replaced it.
-        query = query.where(Job.worker_id == owner)
-    result = session.execute(query.values(**values))
-    if result.rowcount != 1:
+    if not JOB_LIFECYCLE.change(session, job_id, to, expect=expect, owner=owner, **fields):
         return False
     if to in TERMINAL:
         project_id = session.scalar(sa.select(Job.project_id).where(Job.id == job_id))
+        assert project_id is not None  # the UPDATE above just found the row
         results = add_results_file(session, job_id, project_id)
         if results:
             session.execute(sa.update(Job).where(Job.id == job_id)
@@ -98,27 +89,3 @@ def change_status(
     add_event(session, job_id, message, level=level,
               data={"status": to.value, **(event_data or {})})
     return True
-
-
-def claim_job(session: Session, job_id: str, *, worker_id: str, lease_seconds: float) -> bool:
-    """Take a queued job for this worker: the guard that stops a job running twice."""
-    return change_status(
-        session, job_id, JobStatus.running, f"Job started on {worker_id}",
-        expect={JobStatus.queued},
-        event_data={"worker": worker_id},
-        worker_id=worker_id,
-        lease_expires_at=time.time() + lease_seconds,
-        attempt=Job.attempt + 1,
-        started_at=sa.func.coalesce(Job.started_at, now()),
-    )
-
-
-def renew_lease(session: Session, job_id: str, *, worker_id: str, lease_seconds: float) -> bool:
-    """Extend the lease while the job is still this worker's; False means it was taken away."""
-    result = session.execute(
-        sa.update(Job)
-        .where(Job.id == job_id, Job.worker_id == worker_id,
-               Job.status.in_([status.value for status in HELD]))
-        .values(lease_expires_at=time.time() + lease_seconds)
-    )
-    return result.rowcount == 1

@@ -1,5 +1,5 @@
 """Run one export: claim it, write its files beside the job, record them with their sha256,
-and finish it, each status change through tunesmith/exports/states.py."""
+and finish it, each status change through tunesmith/jobs/exports.py."""
 
 import logging
 import shutil
@@ -12,13 +12,8 @@ from typing import Any
 from tunesmith import storage
 from tunesmith.db.models import Export, Job
 from tunesmith.db.session import session_scope
-from tunesmith.exports.states import (
-    ExportStatus,
-    change_export_status,
-    claim_export,
-    renew_export_lease,
-)
 from tunesmith.exports.storage import export_dir
+from tunesmith.jobs.exports import ExportStatus, claim_export, finish_export, renew_export_lease
 from tunesmith.models import FineTunedSource
 from tunesmith.settings import settings
 from worker.artifacts import FORBIDDEN_SUFFIXES
@@ -91,9 +86,7 @@ def _renew(export_id: str, worker_id: str, stop: threading.Event) -> None:
 def _finish(export_id: str, worker_id: str, to: ExportStatus, **fields: Any) -> str:
     def write() -> str:
         with session_scope() as session:
-            if change_export_status(session, export_id, to, owner=worker_id, **fields):
-                return to.value
-            return session.get(Export, export_id).status  # type: ignore[union-attr]
+            return finish_export(session, export_id, to, worker_id=worker_id, **fields)
 
     return with_db_retry(write, what="export status")
 
