@@ -14,7 +14,7 @@ from typing import Any
 from tunesmith.memory_estimate import CUDA_CONTEXT_BYTES, GIB, ModelShape, TrainingSetup
 from tunesmith.memory_plan import MemoryPlan, choose
 from tunesmith.models import ModelLocation
-from tunesmith.spec.job import JobSpec, method_hyperparameters
+from tunesmith.spec.job import JobSpec
 from tunesmith.spec.quantization import QUANTIZABLE_TUNINGS
 
 # Each tuning's default learning rate, as its worker plan registers it
@@ -90,7 +90,7 @@ def _resolve(spec: JobSpec, *, rows: int, config: dict[str, Any] | None,
                               lean=setup.quantized)
     max_length = int((config or {}).get("max_position_embeddings") or 1024)
     return resolve(
-        method_hyperparameters(spec), rows=max(1, rows),
+        spec.method.hyperparameters, rows=max(1, rows),
         default_learning_rate=DEFAULT_LEARNING_RATES[spec.tuning.type], device="cuda",
         bf16_supported=True, model_max_length=max_length,
         model_parameters=shape.parameters if shape else 0,
@@ -146,7 +146,7 @@ def suggestions(spec: JobSpec, shape: ModelShape, hp: Any, gib: float, card: str
             say(f"shorten the sequences: hyperparameters.max_seq_length {length}", plan)
             break
         length //= 2
-    if method_hyperparameters(spec).gradient_checkpointing is False:
+    if spec.method.hyperparameters.gradient_checkpointing is False:
         found.insert(0, "let activation checkpointing be chosen: "
                         "hyperparameters.gradient_checkpointing auto")
     return found

@@ -26,6 +26,7 @@ from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import HELD, JobStatus, change_status
 from tunesmith.queue import dispatch_job, jobs_waiting_in, queue_for
 from tunesmith.settings import settings
+from tunesmith.spec.job import stored_spec
 from tunesmith.workers import live_queues
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def redispatch_queued(now: float | None = None) -> list[str]:
         stale = session.scalars(sa.select(Job).where(
             Job.status == JobStatus.queued.value,
             sa.or_(Job.dispatched_at.is_(None), Job.dispatched_at < cutoff))).all()
-        queue_of = {job.id: queue_for((job.spec.get("resources") or {}).get("gpu_class"))
+        queue_of = {job.id: queue_for(stored_spec(job.spec).resources.gpu_class)
                     for job in stale}
         sent_before = [job for job in stale if job.dispatched_at is not None]
         waiting = _waiting_in_broker(set(queue_of.values())) if sent_before else set()
@@ -134,7 +135,7 @@ def warn_unserved(now: float | None = None) -> list[str]:
             return warned
         served = live_queues(now)
         unserved = {job.id: queue for job in waiting
-                    if (queue := queue_for((job.spec.get("resources") or {}).get("gpu_class")))
+                    if (queue := queue_for(stored_spec(job.spec).resources.gpu_class))
                     not in served}
         if not unserved:
             return warned

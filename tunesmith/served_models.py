@@ -23,6 +23,7 @@ from tunesmith.models import (
     resolve_model,
 )
 from tunesmith.settings import settings
+from tunesmith.spec.job import stored_spec
 from tunesmith.spec.tunings import AdapterTuning
 
 NO_SUCH_MODEL = ("This model does not exist or you do not have access to it; GET /v1/models "
@@ -116,7 +117,8 @@ def resolve_served(session: Session, name: str, *, project_id: str) -> ServedMod
         raise ModelNotFound(f"The model '{name}' does not exist (its weights were deleted).")
     bottleneck = None
     if job.tuning_type == "adapter" and not (folder / "bottleneck_config.json").is_file():
-        tuning = AdapterTuning.model_validate(job.spec["tuning"])
+        tuning = stored_spec(job.spec).tuning
+        assert isinstance(tuning, AdapterTuning)
         bottleneck = tuning.model_dump(include={"size", "placement", "nonlinearity", "dropout"})
     return ServedModel(name, _base_path(session, job.model), job.tuning_type, str(folder),
                        bottleneck)

@@ -41,7 +41,7 @@ from tunesmith.models import (
 )
 from tunesmith.queue import dispatch_job, queue_for
 from tunesmith.settings import settings
-from tunesmith.spec.job import JobSpec, file_uses, reward_model_reference
+from tunesmith.spec.job import JobSpec, file_uses, reward_model_reference, stored_spec
 from tunesmith.spec.objectives import PPOMethod
 from tunesmith.spec.quantization import base_refusal
 from tunesmith.spec.tunings import LoraTuning
@@ -281,7 +281,7 @@ def _send(session: Session, job: Job) -> None:
     The job was committed with a dispatch time of now, so the reconciler, which sends jobs
     that have none, cannot send it a second time while we do. If the broker is down, the
     dispatch time is cleared and the reconciler sends the job on its next round."""
-    gpu_class = (job.spec.get("resources") or {}).get("gpu_class")
+    gpu_class = stored_spec(job.spec).resources.gpu_class
     try:
         job.dispatched_at = dispatch_job(job.id, queue=queue_for(gpu_class))
     except Exception:

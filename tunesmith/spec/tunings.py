@@ -1,6 +1,6 @@
 """`tuning.type`: which parameters a job changes. One class per tuning; the union is the list."""
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -10,20 +10,43 @@ from tunesmith.spec.base import SpecModel
 ModuleName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class _Tuning(SpecModel):
-    pass
+class TuningSpec(SpecModel):
+    """What every tuning declares once, on its own class: its public type, and the facts the
+    spec's rules and the worker read (nothing else lists tunings by name)."""
+
+    # Changes the model's own weights (full, lora, qlora): what the RL and preference
+    # trainers (reward, ppo, rlhf, dpo, grpo) need.
+    changes_weights: ClassVar[bool] = False
+    # Learns virtual tokens (peft "prompt learning") put in front of every row.
+    prompt_learning: ClassVar[bool] = False
+    # False where the prefixes reach the model as a KV cache, which activation
+    # checkpointing's recomputation drops: training crashes ("The size of tensor a (16)
+    # must match ...").
+    activation_checkpointing: ClassVar[bool] = True
+    # Trains parameters of its own in full precision, so it can sit on a quantised base
+    # (full cannot: quantised weights have no gradient; qlora names its own quantisation).
+    quantizable: ClassVar[bool] = True
+
+    @classmethod
+    def type_name(cls) -> str:
+        default = cls.model_fields["type"].default
+        assert isinstance(default, str)
+        return default
 
 
-class FullTuning(_Tuning):
+class FullTuning(TuningSpec):
     """Full fine-tuning: every weight trains; the artifact is the whole model in safetensors."""
 
     type: Literal["full"] = "full"
+    changes_weights: ClassVar[bool] = True
+    quantizable: ClassVar[bool] = False
 
 
-class LoraTuning(_Tuning):
+class LoraTuning(TuningSpec):
     """LoRA (Hu et al. 2021): low-rank updates on frozen weights."""
 
     type: Literal["lora"] = "lora"
+    changes_weights: ClassVar[bool] = True
     r: int = Field(8, ge=1, le=1024, description="Rank of the update matrices.")
     alpha: float = Field(
         16, gt=0, le=65536, description="Scaling numerator: the update is scaled by alpha/r."
@@ -47,9 +70,10 @@ class QLoraTuning(LoraTuning):
     bits: Literal[4, 8] = Field(4, description="4-bit (NF4/FP4) or 8-bit (LLM.int8) base weights.")
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
     double_quant: bool = Field(True, description="Quantise the quantisation constants too.")
+    quantizable: ClassVar[bool] = False
 
 
-class AdapterTuning(_Tuning):
+class AdapterTuning(TuningSpec):
     """Bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2020) between layers."""
 
     type: Literal["adapter"] = "adapter"
@@ -63,36 +87,42 @@ class AdapterTuning(_Tuning):
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
-class PrefixTuning(_Tuning):
+class PrefixTuning(TuningSpec):
     """Prefix tuning (Li & Liang 2021): key/value prefixes at every layer through an MLP."""
 
     type: Literal["prefix"] = "prefix"
+    prompt_learning: ClassVar[bool] = True
+    activation_checkpointing: ClassVar[bool] = False
     num_virtual_tokens: int = Field(20, ge=1, le=1024)
     encoder_hidden_size: int = Field(
         512, ge=1, le=65536, description="Hidden size of the reparameterisation MLP."
     )
 
 
-class PTuningV2Tuning(_Tuning):
+class PTuningV2Tuning(TuningSpec):
     """P-Tuning v2 (Liu et al. 2022): deep prompts at every layer, no reparameterisation."""
 
     type: Literal["p_tuning_v2"] = "p_tuning_v2"
+    prompt_learning: ClassVar[bool] = True
+    activation_checkpointing: ClassVar[bool] = False
     num_virtual_tokens: int = Field(20, ge=1, le=1024)
 
 
-class PTuningTuning(_Tuning):
+class PTuningTuning(TuningSpec):
     """P-tuning (Liu et al. 2021): input-layer prompts from a small MLP or LSTM encoder."""
 
     type: Literal["p_tuning"] = "p_tuning"
+    prompt_learning: ClassVar[bool] = True
     num_virtual_tokens: int = Field(20, ge=1, le=1024)
     encoder_type: Literal["MLP", "LSTM"] = "MLP"
     encoder_hidden_size: int = Field(128, ge=1, le=65536)
 
 
-class PromptTuning(_Tuning):
+class PromptTuning(TuningSpec):
     """Prompt tuning (Lester et al. 2021): a soft prompt at the input, the model frozen."""
 
     type: Literal["prompt"] = "prompt"
+    prompt_learning: ClassVar[bool] = True
     num_virtual_tokens: int = Field(20, ge=1, le=1024)
     init: Literal["random", "text"] = Field(
         "random", description="Start from random vectors or from the embeddings of init_text."
@@ -119,19 +149,8 @@ Tuning = Annotated[
     Field(discriminator="type"),
 ]
 
-TUNING_CLASSES: tuple[type[_Tuning], ...] = (
-    FullTuning,
-    LoraTuning,
-    QLoraTuning,
-    AdapterTuning,
-    PrefixTuning,
-    PTuningV2Tuning,
-    PTuningTuning,
-    PromptTuning,
-)
-
-# Tunings that learn virtual tokens (peft "prompt learning"): they change no weights.
-PROMPT_LEARNING = frozenset({"prefix", "p_tuning_v2", "p_tuning", "prompt"})
-# Tunings whose prefixes reach the model as a KV cache, which activation checkpointing's
-# recomputation drops: training crashes ("The size of tensor a (16) must match ...").
-NO_ACTIVATION_CHECKPOINTING = frozenset({"prefix", "p_tuning_v2"})
+# The classes of the union, in its order: the list every registry and test walks.
+TUNING_CLASSES: tuple[type[TuningSpec], ...] = get_args(get_args(Tuning)[0])
+PROMPT_LEARNING = frozenset(t.type_name() for t in TUNING_CLASSES if t.prompt_learning)
+NO_ACTIVATION_CHECKPOINTING = frozenset(
+    t.type_name() for t in TUNING_CLASSES if not t.activation_checkpointing)
