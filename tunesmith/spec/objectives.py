@@ -5,7 +5,7 @@ As in OpenAI's API, a method's settings sit under a key named by its type:
 """
 
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -161,17 +161,26 @@ class MethodSpec(SpecModel):
     here (plus its worker module); nothing else lists objectives by name."""
 
     # The row formats its training_file (and validation_file) may hold.
-    training_formats: ClassVar[frozenset[RowFormat]] = SUPERVISED_FORMATS
+    training_formats: ClassVar[frozenset[RowFormat]]
     # Reward models and PPO/DPO/GRPO policies need weights that change: prompt learning and
     # our bottleneck adapters are not wired through those trainers.
-    needs_weight_tuning: ClassVar[bool] = False
+    needs_weight_tuning: ClassVar[bool]
     # Its models load through the one quantised path (PPO/RLHF/GRPO load several bases,
     # which that path does not quantise).
-    quantizable: ClassVar[bool] = False
-    # The stages one job runs, each as the job of another objective would ("" for one).
-    stages: ClassVar[tuple[str, ...]] = ()
+    quantizable: ClassVar[bool]
+    # The stages one job runs, each as the job of another objective would (() for one).
+    stages: ClassVar[tuple[str, ...]]
     # OpenAI's job object knows this type (the others appear under `objective` only).
-    openai: ClassVar[bool] = False
+    openai: ClassVar[bool]
+
+    def __init_subclass__(cls, *, formats: frozenset[RowFormat] = SUPERVISED_FORMATS,
+                          weights_only: bool = False, quantizable: bool = False,
+                          stages: tuple[str, ...] = (), openai: bool = False,
+                          **kwargs: Any) -> None:
+        """The facts, given in the class statement: `class X(MethodSpec, openai=True)`."""
+        super().__init_subclass__(**kwargs)
+        cls.training_formats, cls.needs_weight_tuning = formats, weights_only
+        cls.quantizable, cls.stages, cls.openai = quantizable, stages, openai
 
     @classmethod
     def type_name(cls) -> str:
@@ -218,61 +227,51 @@ class MethodSpec(SpecModel):
         return []
 
 
-class SupervisedMethod(MethodSpec):
+class SupervisedMethod(MethodSpec, quantizable=True, openai=True):
     """Instruction fine-tuning (SFT) with trl's SFTTrainer."""
 
     type: Literal["supervised"] = "supervised"
     supervised: SupervisedConfig = Field(default_factory=SupervisedConfig)
-    quantizable: ClassVar[bool] = True
-    openai: ClassVar[bool] = True
 
 
-class PretrainingMethod(MethodSpec):
+class PretrainingMethod(MethodSpec, formats=frozenset({RowFormat.text}), quantizable=True):
     """Domain-adaptive pretraining: causal LM on raw in-domain text."""
 
     type: Literal["pretraining"] = "pretraining"
     pretraining: PretrainingConfig = Field(default_factory=PretrainingConfig)
-    training_formats: ClassVar[frozenset[RowFormat]] = frozenset({RowFormat.text})
-    quantizable: ClassVar[bool] = True
 
 
-class MultitaskMethod(MethodSpec):
+class MultitaskMethod(MethodSpec, quantizable=True):
     """Multi-task fine-tuning: SFT on a weighted mixture of named tasks."""
 
     type: Literal["multitask"] = "multitask"
     multitask: MultitaskConfig
-    quantizable: ClassVar[bool] = True
 
     def other_files(self) -> list[FileUse]:
         return [FileUse(f"method.multitask.tasks[{i}].file", task.file, self.training_formats)
                 for i, task in enumerate(self.multitask.tasks)]
 
 
-class RewardMethod(MethodSpec):
+class RewardMethod(MethodSpec, formats=PREFERENCE_FORMATS, weights_only=True):
     """RLHF stage 2: a reward model trained on preference pairs."""
 
     type: Literal["reward"] = "reward"
     reward: RewardConfig = Field(default_factory=RewardConfig)
-    training_formats: ClassVar[frozenset[RowFormat]] = PREFERENCE_FORMATS
-    needs_weight_tuning: ClassVar[bool] = True
 
 
-class PPOMethod(MethodSpec):
+class PPOMethod(MethodSpec, formats=PROMPT_FORMATS, weights_only=True):
     """RLHF stage 3: PPO against a reward model."""
 
     type: Literal["ppo"] = "ppo"
     ppo: PPOConfig
-    training_formats: ClassVar[frozenset[RowFormat]] = PROMPT_FORMATS
-    needs_weight_tuning: ClassVar[bool] = True
 
 
-class RLHFMethod(MethodSpec):
+class RLHFMethod(MethodSpec, weights_only=True,
+                 stages=("sft", "reward", "ppo")):
     """RLHF whole: SFT, then a reward model, then PPO, each stage's artifact kept."""
 
     type: Literal["rlhf"] = "rlhf"
     rlhf: RLHFConfig
-    needs_weight_tuning: ClassVar[bool] = True
-    stages: ClassVar[tuple[str, ...]] = ("sft", "reward", "ppo")
 
     @property
     def hyperparameters(self) -> Hyperparameters:
@@ -289,37 +288,24 @@ class RLHFMethod(MethodSpec):
                         PPOMethod.training_formats)]
 
 
-class DPOMethod(MethodSpec):
+class DPOMethod(MethodSpec, formats=PREFERENCE_FORMATS, weights_only=True,
+                quantizable=True, openai=True):
     """Direct preference optimisation (beyond the seed): preferences without RL."""
 
     type: Literal["dpo"] = "dpo"
     dpo: DPOConfig = Field(default_factory=DPOConfig)
-    training_formats: ClassVar[frozenset[RowFormat]] = PREFERENCE_FORMATS
-    needs_weight_tuning: ClassVar[bool] = True
-    quantizable: ClassVar[bool] = True
-    openai: ClassVar[bool] = True
 
 
-class GRPOMethod(MethodSpec):
+class GRPOMethod(MethodSpec, formats=frozenset({RowFormat.prompt}), weights_only=True):
     """Group relative policy optimisation (beyond the seed): RL with a verifiable reward."""
 
     type: Literal["grpo"] = "grpo"
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
-    training_formats: ClassVar[frozenset[RowFormat]] = frozenset({RowFormat.prompt})
-    needs_weight_tuning: ClassVar[bool] = True
 
 
-Method = Annotated[
-    SupervisedMethod
-    | PretrainingMethod
-    | MultitaskMethod
-    | RewardMethod
-    | PPOMethod
-    | RLHFMethod
-    | DPOMethod
-    | GRPOMethod,
-    Field(discriminator="type"),
-]
+Method = Annotated[SupervisedMethod | PretrainingMethod | MultitaskMethod | RewardMethod
+                   | PPOMethod | RLHFMethod | DPOMethod | GRPOMethod,
+                   Field(discriminator="type")]
 # The classes of the union, in its order: the list every registry and test walks.
 METHOD_CLASSES: tuple[type[MethodSpec], ...] = get_args(get_args(Method)[0])
 QUANTIZABLE_OBJECTIVES = frozenset(m.type_name() for m in METHOD_CLASSES if m.quantizable)

@@ -1,6 +1,6 @@
 """`tuning.type`: which parameters a job changes. One class per tuning; the union is the list."""
 
-from typing import Annotated, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -16,16 +16,24 @@ class TuningSpec(SpecModel):
 
     # Changes the model's own weights (full, lora, qlora): what the RL and preference
     # trainers (reward, ppo, rlhf, dpo, grpo) need.
-    changes_weights: ClassVar[bool] = False
+    changes_weights: ClassVar[bool]
     # Learns virtual tokens (peft "prompt learning") put in front of every row.
-    prompt_learning: ClassVar[bool] = False
+    prompt_learning: ClassVar[bool]
     # False where the prefixes reach the model as a KV cache, which activation
     # checkpointing's recomputation drops: training crashes ("The size of tensor a (16)
     # must match ...").
-    activation_checkpointing: ClassVar[bool] = True
+    activation_checkpointing: ClassVar[bool]
     # Trains parameters of its own in full precision, so it can sit on a quantised base
     # (full cannot: quantised weights have no gradient; qlora names its own quantisation).
-    quantizable: ClassVar[bool] = True
+    quantizable: ClassVar[bool]
+
+    def __init_subclass__(cls, *, weights: bool = False, virtual_tokens: bool = False,
+                          kv_prefix: bool = False, quantizable: bool = True,
+                          **kwargs: Any) -> None:
+        """The facts, given in the class statement: `class X(TuningSpec, weights=True)`."""
+        super().__init_subclass__(**kwargs)
+        cls.changes_weights, cls.prompt_learning = weights, virtual_tokens or kv_prefix
+        cls.activation_checkpointing, cls.quantizable = not kv_prefix, quantizable
 
     @classmethod
     def type_name(cls) -> str:
@@ -34,19 +42,16 @@ class TuningSpec(SpecModel):
         return default
 
 
-class FullTuning(TuningSpec):
+class FullTuning(TuningSpec, weights=True, quantizable=False):
     """Full fine-tuning: every weight trains; the artifact is the whole model in safetensors."""
 
     type: Literal["full"] = "full"
-    changes_weights: ClassVar[bool] = True
-    quantizable: ClassVar[bool] = False
 
 
-class LoraTuning(TuningSpec):
+class LoraTuning(TuningSpec, weights=True):
     """LoRA (Hu et al. 2021): low-rank updates on frozen weights."""
 
     type: Literal["lora"] = "lora"
-    changes_weights: ClassVar[bool] = True
     r: int = Field(8, ge=1, le=1024, description="Rank of the update matrices.")
     alpha: float = Field(
         16, gt=0, le=65536, description="Scaling numerator: the update is scaled by alpha/r."
@@ -63,14 +68,13 @@ class LoraTuning(TuningSpec):
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
 
 
-class QLoraTuning(LoraTuning):
+class QLoraTuning(LoraTuning, weights=True, quantizable=False):
     """QLoRA (Dettmers et al. 2023): LoRA on a base quantised by bitsandbytes."""
 
     type: Literal["qlora"] = "qlora"  # type: ignore[assignment]
     bits: Literal[4, 8] = Field(4, description="4-bit (NF4/FP4) or 8-bit (LLM.int8) base weights.")
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
     double_quant: bool = Field(True, description="Quantise the quantisation constants too.")
-    quantizable: ClassVar[bool] = False
 
 
 class AdapterTuning(TuningSpec):
@@ -87,42 +91,36 @@ class AdapterTuning(TuningSpec):
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
-class PrefixTuning(TuningSpec):
+class PrefixTuning(TuningSpec, kv_prefix=True):
     """Prefix tuning (Li & Liang 2021): key/value prefixes at every layer through an MLP."""
 
     type: Literal["prefix"] = "prefix"
-    prompt_learning: ClassVar[bool] = True
-    activation_checkpointing: ClassVar[bool] = False
     num_virtual_tokens: int = Field(20, ge=1, le=1024)
     encoder_hidden_size: int = Field(
         512, ge=1, le=65536, description="Hidden size of the reparameterisation MLP."
     )
 
 
-class PTuningV2Tuning(TuningSpec):
+class PTuningV2Tuning(TuningSpec, kv_prefix=True):
     """P-Tuning v2 (Liu et al. 2022): deep prompts at every layer, no reparameterisation."""
 
     type: Literal["p_tuning_v2"] = "p_tuning_v2"
-    prompt_learning: ClassVar[bool] = True
-    activation_checkpointing: ClassVar[bool] = False
     num_virtual_tokens: int = Field(20, ge=1, le=1024)
 
 
-class PTuningTuning(TuningSpec):
+class PTuningTuning(TuningSpec, virtual_tokens=True):
     """P-tuning (Liu et al. 2021): input-layer prompts from a small MLP or LSTM encoder."""
 
     type: Literal["p_tuning"] = "p_tuning"
-    prompt_learning: ClassVar[bool] = True
     num_virtual_tokens: int = Field(20, ge=1, le=1024)
     encoder_type: Literal["MLP", "LSTM"] = "MLP"
     encoder_hidden_size: int = Field(128, ge=1, le=65536)
 
 
-class PromptTuning(TuningSpec):
+class PromptTuning(TuningSpec, virtual_tokens=True):
     """Prompt tuning (Lester et al. 2021): a soft prompt at the input, the model frozen."""
 
     type: Literal["prompt"] = "prompt"
-    prompt_learning: ClassVar[bool] = True
     num_virtual_tokens: int = Field(20, ge=1, le=1024)
     init: Literal["random", "text"] = Field(
         "random", description="Start from random vectors or from the embeddings of init_text."
@@ -137,17 +135,9 @@ class PromptTuning(TuningSpec):
         return self
 
 
-Tuning = Annotated[
-    FullTuning
-    | LoraTuning
-    | QLoraTuning
-    | AdapterTuning
-    | PrefixTuning
-    | PTuningV2Tuning
-    | PTuningTuning
-    | PromptTuning,
-    Field(discriminator="type"),
-]
+Tuning = Annotated[FullTuning | LoraTuning | QLoraTuning | AdapterTuning | PrefixTuning
+                   | PTuningV2Tuning | PTuningTuning | PromptTuning,
+                   Field(discriminator="type")]
 
 # The classes of the union, in its order: the list every registry and test walks.
 TUNING_CLASSES: tuple[type[TuningSpec], ...] = get_args(get_args(Tuning)[0])
