@@ -65,12 +65,6 @@ class RateLimited(APIError):
     code = "rate_limited"
 
 
-class Unavailable(APIError):
-    status_code = 503
-    type = "server_error"
-    code = "unavailable"
-
-
 class ErrorDetail(BaseModel):
     type: str
     code: str

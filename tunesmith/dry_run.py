@@ -23,8 +23,6 @@ from tunesmith.spec.quantization import QUANTIZABLE_TUNINGS
 DEFAULT_LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4, "adapter": 3e-4,
                           "prefix": 5e-3, "p_tuning_v2": 1e-2, "p_tuning": 1e-3,
                           "prompt": 3e-2}
-# Objectives whose memory the worker plans (worker/training.py PLANNED): rows' sequences.
-PLANNED = {"supervised": 1, "pretraining": 1, "multitask": 1, "dpo": 2, "reward": 2}
 QUANTIZED_OPTIMIZER = "paged_adamw_32bit"
 
 
@@ -71,7 +69,7 @@ def training_setup(spec: JobSpec, device: str = "cuda") -> TrainingSetup:
         adapter_size=getattr(t, "size", 64),
         adapters_per_layer=2 if getattr(t, "placement", "") == "houlsby" else 1,
         chunked_logits=spec.method.type == "supervised", device=device,
-        sequences_per_row=PLANNED.get(spec.method.type, 1),
+        sequences_per_row=spec.method.planned_sequences or 1,
         quantization=spec.quantization.method if spec.quantization else None,
         # Quantised jobs train with paged AdamW on CUDA (worker/quantization.py).
         paged_optimizer=spec.quantization is not None or t.type == "qlora")
@@ -85,7 +83,7 @@ def _resolve(spec: JobSpec, *, rows: int, config: dict[str, Any] | None,
 
     setup = training_setup(spec)
     memory = None
-    if shape is not None and spec.method.type in PLANNED:
+    if shape is not None and spec.method.planned_sequences:
         memory = MemoryInputs(shape=shape, setup=setup, free_bytes=free_bytes,
                               lean=setup.quantized)
     max_length = int((config or {}).get("max_position_embeddings") or 1024)
@@ -170,7 +168,7 @@ def dry_run(spec: JobSpec, location: ModelLocation | None, *, rows: int,
                      "maximum length (1024 assumed) are unknown until the job runs")
     else:
         notes.append("the model's config.json cannot be read: no memory estimate")
-    if spec.method.type not in PLANNED and shape is not None:
+    if not spec.method.planned_sequences and shape is not None:
         notes.append(f"method '{spec.method.type}' sizes its own batches around generation: "
                      "the estimate is the training pass alone")
     hp = _resolve(spec, rows=rows, config=config, shape=shape, free_bytes=None)

@@ -5,7 +5,6 @@ Names are resolved here only, so no job can read a model from an arbitrary path.
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunesmith.settings import settings
@@ -55,10 +54,6 @@ def resolve_model(name: str) -> ModelLocation:
         hint += " Hub downloads are off (TUNESMITH_ALLOW_HUB_DOWNLOADS)."
     # The server's own paths are none of a client's business: say "models root".
     raise ModelNotFound(f"Model '{name}' not found in the models root.{hint}")
-
-
-def model_folder(root: Path, name: str) -> Path:
-    return safe_join(root, name)
 
 
 # -- fine-tuned models: a job's `fine_tuned_model`, or one of its checkpoints ---------------

@@ -93,11 +93,11 @@ def main(job_id: str, *, warm: bool = False) -> int:
     try:
         from transformers import set_seed
 
-        from worker.registry import objective
+        from worker.registry import run_objective
 
         ctx.device = pick_device(ctx.spec.resources.gpus)
         set_seed(ctx.seed)
-        objective(ctx.spec.method.type)(ctx)
+        run_objective(ctx)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt) or ctx.stop.is_set():
             return EXIT_STOPPED

@@ -110,5 +110,5 @@ def test_default_learning_rates_agree_with_the_worker_plans() -> None:
     from worker.registry import TUNINGS, load_all
 
     load_all()
-    assert {name: plan.default_learning_rate for name, plan in TUNINGS.items()} \
+    assert {plan.name: plan.default_learning_rate for plan in TUNINGS.values()} \
         == DEFAULT_LEARNING_RATES

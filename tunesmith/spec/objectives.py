@@ -172,15 +172,20 @@ class MethodSpec(SpecModel):
     stages: ClassVar[tuple[str, ...]]
     # OpenAI's job object knows this type (the others appear under `objective` only).
     openai: ClassVar[bool]
+    # Sequences per training row whose memory the worker plans (micro-batches, checkpointing):
+    # 1, or 2 for preference pairs; None where the objective sizes its own batches around
+    # generation (GRPO, PPO) or runs stages that plan their own.
+    planned_sequences: ClassVar[int | None]
 
     def __init_subclass__(cls, *, formats: frozenset[RowFormat] = SUPERVISED_FORMATS,
                           weights_only: bool = False, quantizable: bool = False,
                           stages: tuple[str, ...] = (), openai: bool = False,
-                          **kwargs: Any) -> None:
+                          planned: int | None = None, **kwargs: Any) -> None:
         """The facts, given in the class statement: `class X(MethodSpec, openai=True)`."""
         super().__init_subclass__(**kwargs)
         cls.training_formats, cls.needs_weight_tuning = formats, weights_only
         cls.quantizable, cls.stages, cls.openai = quantizable, stages, openai
+        cls.planned_sequences = planned
 
     @classmethod
     def type_name(cls) -> str:
@@ -227,21 +232,22 @@ class MethodSpec(SpecModel):
         return []
 
 
-class SupervisedMethod(MethodSpec, quantizable=True, openai=True):
+class SupervisedMethod(MethodSpec, quantizable=True, openai=True, planned=1):
     """Instruction fine-tuning (SFT) with trl's SFTTrainer."""
 
     type: Literal["supervised"] = "supervised"
     supervised: SupervisedConfig = Field(default_factory=SupervisedConfig)
 
 
-class PretrainingMethod(MethodSpec, formats=frozenset({RowFormat.text}), quantizable=True):
+class PretrainingMethod(MethodSpec, formats=frozenset({RowFormat.text}), quantizable=True,
+                        planned=1):
     """Domain-adaptive pretraining: causal LM on raw in-domain text."""
 
     type: Literal["pretraining"] = "pretraining"
     pretraining: PretrainingConfig = Field(default_factory=PretrainingConfig)
 
 
-class MultitaskMethod(MethodSpec, quantizable=True):
+class MultitaskMethod(MethodSpec, quantizable=True, planned=1):
     """Multi-task fine-tuning: SFT on a weighted mixture of named tasks."""
 
     type: Literal["multitask"] = "multitask"
@@ -252,7 +258,7 @@ class MultitaskMethod(MethodSpec, quantizable=True):
                 for i, task in enumerate(self.multitask.tasks)]
 
 
-class RewardMethod(MethodSpec, formats=PREFERENCE_FORMATS, weights_only=True):
+class RewardMethod(MethodSpec, formats=PREFERENCE_FORMATS, weights_only=True, planned=2):
     """RLHF stage 2: a reward model trained on preference pairs."""
 
     type: Literal["reward"] = "reward"
@@ -289,7 +295,7 @@ class RLHFMethod(MethodSpec, weights_only=True,
 
 
 class DPOMethod(MethodSpec, formats=PREFERENCE_FORMATS, weights_only=True,
-                quantizable=True, openai=True):
+                quantizable=True, openai=True, planned=2):
     """Direct preference optimisation (beyond the seed): preferences without RL."""
 
     type: Literal["dpo"] = "dpo"
