@@ -17,12 +17,6 @@ from tunesmith.models import ModelLocation
 from tunesmith.spec.job import JobSpec
 from tunesmith.spec.quantization import QUANTIZABLE_TUNINGS
 
-# Each tuning's default learning rate, as its worker plan registers it
-# (TuningPlan.default_learning_rate; tests/unit/test_dry_run.py checks they agree). The
-# plans import peft, which the API does not load.
-DEFAULT_LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4, "adapter": 3e-4,
-                          "prefix": 5e-3, "p_tuning_v2": 1e-2, "p_tuning": 1e-3,
-                          "prompt": 3e-2}
 QUANTIZED_OPTIMIZER = "paged_adamw_32bit"
 
 
@@ -89,10 +83,10 @@ def _resolve(spec: JobSpec, *, rows: int, config: dict[str, Any] | None,
     max_length = int((config or {}).get("max_position_embeddings") or 1024)
     return resolve(
         spec.method.hyperparameters, rows=max(1, rows),
-        default_learning_rate=DEFAULT_LEARNING_RATES[spec.tuning.type], device="cuda",
+        default_learning_rate=spec.tuning.default_learning_rate, device="cuda",
         bf16_supported=True, model_max_length=max_length,
         model_parameters=shape.parameters if shape else 0,
-        supports_gradient_checkpointing=spec.tuning.type not in ("prefix", "p_tuning_v2"),
+        supports_gradient_checkpointing=spec.tuning.activation_checkpointing,
         memory=memory)
 
 
@@ -114,7 +108,7 @@ def _fits_with(spec: JobSpec, shape: ModelShape, hp: Any, gib: float,
     per_device = max(1, hp.batch_size)
     return choose(shape, replace(setup, micro_batch=per_device), batch=per_device,
                   free_bytes=_free_on(gib), checkpointing=None,
-                  supports_checkpointing=setup.tuning not in ("prefix", "p_tuning_v2"),
+                  supports_checkpointing=spec.tuning.activation_checkpointing,
                   lean=setup.quantized)
 
 

@@ -54,17 +54,21 @@ def no_load_options(tuning: TuningSpec, ctx: "JobContext", /) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TuningPlan(Generic[T]):
-    """How a tuning changes a model: load options, wrapping, saving, and its default rate."""
+    """How a tuning changes a model: load options, wrapping, saving (its facts, such as
+    its default learning rate, are its spec class's)."""
 
     spec: type[T]
     apply: Wrap[T]
     save: Save
-    default_learning_rate: float
     load_kwargs: LoadOptions[T] = no_load_options
 
     @property
     def name(self) -> str:
         return self.spec.type_name()
+
+    @property
+    def default_learning_rate(self) -> float:
+        return self.spec.default_learning_rate
 
     @property
     def supports_gradient_checkpointing(self) -> bool:

@@ -26,14 +26,17 @@ class TuningSpec(SpecModel):
     # Trains parameters of its own in full precision, so it can sit on a quantised base
     # (full cannot: quantised weights have no gradient; qlora names its own quantisation).
     quantizable: ClassVar[bool]
+    # The learning rate "auto" resolves to: what the tuning's own parameters need to move.
+    default_learning_rate: ClassVar[float]
 
-    def __init_subclass__(cls, *, weights: bool = False, virtual_tokens: bool = False,
-                          kv_prefix: bool = False, quantizable: bool = True,
-                          **kwargs: Any) -> None:
-        """The facts, given in the class statement: `class X(TuningSpec, weights=True)`."""
+    def __init_subclass__(cls, *, rate: float, weights: bool = False,
+                          virtual_tokens: bool = False, kv_prefix: bool = False,
+                          quantizable: bool = True, **kwargs: Any) -> None:
+        """The facts, given in the class statement: `class X(TuningSpec, rate=2e-4)`."""
         super().__init_subclass__(**kwargs)
         cls.changes_weights, cls.prompt_learning = weights, virtual_tokens or kv_prefix
         cls.activation_checkpointing, cls.quantizable = not kv_prefix, quantizable
+        cls.default_learning_rate = rate
 
     @classmethod
     def type_name(cls) -> str:
@@ -42,13 +45,14 @@ class TuningSpec(SpecModel):
         return default
 
 
-class FullTuning(TuningSpec, weights=True, quantizable=False):
+# Pretrained weights move: the lowest rate.
+class FullTuning(TuningSpec, rate=2e-5, weights=True, quantizable=False):
     """Full fine-tuning: every weight trains; the artifact is the whole model in safetensors."""
 
     type: Literal["full"] = "full"
 
 
-class LoraTuning(TuningSpec, weights=True):
+class LoraTuning(TuningSpec, rate=2e-4, weights=True):
     """LoRA (Hu et al. 2021): low-rank updates on frozen weights."""
 
     type: Literal["lora"] = "lora"
@@ -68,7 +72,9 @@ class LoraTuning(TuningSpec, weights=True):
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
 
 
-class QLoraTuning(LoraTuning, weights=True, quantizable=False):
+# The adapter is LoRA's, trained through dequantised weights: Dettmers et al. use 2e-4 for
+# 7B-13B bases (1e-4 for larger ones), the same as our LoRA default.
+class QLoraTuning(LoraTuning, rate=2e-4, weights=True, quantizable=False):
     """QLoRA (Dettmers et al. 2023): LoRA on a base quantised by bitsandbytes."""
 
     type: Literal["qlora"] = "qlora"  # type: ignore[assignment]
@@ -77,7 +83,9 @@ class QLoraTuning(LoraTuning, weights=True, quantizable=False):
     double_quant: bool = Field(True, description="Quantise the quantisation constants too.")
 
 
-class AdapterTuning(TuningSpec):
+# The up-projections start near zero (an identity adapter), so they need a rate above LoRA's
+# to leave it; LLM-Adapters (Hu et al. 2023) train bottleneck adapters at 3e-4.
+class AdapterTuning(TuningSpec, rate=3e-4):
     """Bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2020) between layers."""
 
     type: Literal["adapter"] = "adapter"
@@ -91,7 +99,10 @@ class AdapterTuning(TuningSpec):
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
-class PrefixTuning(TuningSpec, kv_prefix=True):
+# peft's guides train prefix vectors at 1e-2; through the MLP every update moves all prefixes
+# together, so half that. Far above LoRA's 2e-4: a few thousand prefix values must steer a
+# frozen model on their own.
+class PrefixTuning(TuningSpec, rate=5e-3, kv_prefix=True):
     """Prefix tuning (Li & Liang 2021): key/value prefixes at every layer through an MLP."""
 
     type: Literal["prefix"] = "prefix"
@@ -101,14 +112,19 @@ class PrefixTuning(TuningSpec, kv_prefix=True):
     )
 
 
-class PTuningV2Tuning(TuningSpec, kv_prefix=True):
+# Liu et al. report 5e-3 to 1e-2 for deep prompts; peft's prefix-tuning guide uses 1e-2.
+# Directly parameterised prompts need such rates to move a frozen model at all.
+class PTuningV2Tuning(TuningSpec, rate=1e-2, kv_prefix=True):
     """P-Tuning v2 (Liu et al. 2022): deep prompts at every layer, no reparameterisation."""
 
     type: Literal["p_tuning_v2"] = "p_tuning_v2"
     num_virtual_tokens: int = Field(20, ge=1, le=1024)
 
 
-class PTuningTuning(TuningSpec, virtual_tokens=True):
+# peft's P-tuning guide trains the prompt encoder at 1e-3: the encoder is an ordinary small
+# network (LoRA-like rates would barely move the prompts; prompt tuning's 3e-2 makes an LSTM
+# encoder diverge).
+class PTuningTuning(TuningSpec, rate=1e-3, virtual_tokens=True):
     """P-tuning (Liu et al. 2021): input-layer prompts from a small MLP or LSTM encoder."""
 
     type: Literal["p_tuning"] = "p_tuning"
@@ -117,7 +133,10 @@ class PTuningTuning(TuningSpec, virtual_tokens=True):
     encoder_hidden_size: int = Field(128, ge=1, le=65536)
 
 
-class PromptTuning(TuningSpec, virtual_tokens=True):
+# The soft prompt is the only trainable tensor (num_virtual_tokens x hidden) and sits at the
+# bottom of a frozen model: peft's prompt-tuning guide uses 3e-2 (Lester et al. went to 0.3
+# with Adafactor). LoRA rates leave it where it started.
+class PromptTuning(TuningSpec, rate=3e-2, virtual_tokens=True):
     """Prompt tuning (Lester et al. 2021): a soft prompt at the input, the model frozen."""
 
     type: Literal["prompt"] = "prompt"

@@ -72,9 +72,4 @@ def save(model: Any, tokenizer: Any, folder: Path, task: ModelTask, ctx: JobCont
     return "bottleneck_adapter"
 
 
-register_tuning(TuningPlan(
-    spec=AdapterTuning, apply=apply, save=save,
-    # The up-projections start near zero (an identity adapter), so they need a rate above
-    # LoRA's to leave it; LLM-Adapters (Hu et al. 2023) train bottleneck adapters at 3e-4.
-    default_learning_rate=3e-4,
-))
+register_tuning(TuningPlan(spec=AdapterTuning, apply=apply, save=save))

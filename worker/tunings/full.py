@@ -19,5 +19,4 @@ def save_full(model: Any, tokenizer: Any, folder: Path, task: ModelTask,
 
 
 register_tuning(TuningPlan(
-    spec=FullTuning, apply=unchanged, save=save_full, default_learning_rate=2e-5,
-))
+    spec=FullTuning, apply=unchanged, save=save_full))

@@ -30,6 +30,4 @@ def save_peft(model: Any, tokenizer: Any, folder: Path, task: ModelTask,
     return "peft_adapter"
 
 
-register_tuning(TuningPlan(
-    spec=LoraTuning, apply=apply, save=save_peft, default_learning_rate=2e-4,
-))
+register_tuning(TuningPlan(spec=LoraTuning, apply=apply, save=save_peft))

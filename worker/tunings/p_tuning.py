@@ -16,10 +16,4 @@ def _build(tuning: PTuningTuning, task: TaskType, ctx: JobContext) -> PromptEnco
     )
 
 
-register_prompt_learning(
-    PTuningTuning, _build,
-    # peft's P-tuning guide trains the prompt encoder at 1e-3: the encoder is an ordinary
-    # small network (LoRA-like rates would barely move the prompts; prompt tuning's 3e-2
-    # makes an LSTM encoder diverge).
-    default_learning_rate=1e-3,
-)
+register_prompt_learning(PTuningTuning, _build)

@@ -17,9 +17,4 @@ def _build(tuning: PTuningV2Tuning, task: TaskType, ctx: JobContext) -> PrefixTu
                               prefix_projection=False)
 
 
-register_prompt_learning(
-    PTuningV2Tuning, _build,
-    # Liu et al. report 5e-3 to 1e-2 for deep prompts; peft's prefix-tuning guide uses 1e-2.
-    # Directly parameterised prompts need such rates to move a frozen model at all.
-    default_learning_rate=1e-2,
-)
+register_prompt_learning(PTuningV2Tuning, _build)

@@ -20,10 +20,4 @@ def _build(tuning: PrefixTuning, task: TaskType, ctx: JobContext) -> PrefixTunin
                               encoder_hidden_size=tuning.encoder_hidden_size)
 
 
-register_prompt_learning(
-    PrefixTuning, _build,
-    # peft's guides train prefix vectors at 1e-2; through the MLP every update moves all
-    # prefixes together, so half that. Far above LoRA's 2e-4: a few thousand prefix values
-    # must steer a frozen model on their own.
-    default_learning_rate=5e-3,
-)
+register_prompt_learning(PrefixTuning, _build)

@@ -25,10 +25,4 @@ def _build(tuning: PromptTuning, task: TaskType, ctx: JobContext) -> PromptTunin
                               prompt_tuning_init=PromptTuningInit.RANDOM)
 
 
-register_prompt_learning(
-    PromptTuning, _build,
-    # The soft prompt is the only trainable tensor (num_virtual_tokens x hidden) and sits at
-    # the bottom of a frozen model: peft's prompt-tuning guide uses 3e-2 (Lester et al. went
-    # to 0.3 with Adafactor). LoRA rates leave it where it started.
-    default_learning_rate=3e-2,
-)
+register_prompt_learning(PromptTuning, _build)

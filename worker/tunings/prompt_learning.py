@@ -124,13 +124,11 @@ def keep_encoder_in_checkpoints(model: PeftModel) -> PeftModel:
     return model
 
 
-def register_prompt_learning(spec: type[T], build: ConfigBuilder[T], *,
-                             default_learning_rate: float) -> TuningPlan[T]:
+def register_prompt_learning(spec: type[T], build: ConfigBuilder[T]) -> TuningPlan[T]:
     """Register a prompt-learning tuning: no load options, peft wrapping, a PEFT folder."""
 
     def apply(model: Any, tuning: T, task: ModelTask, ctx: JobContext) -> Any:
         peft_model = get_peft_model(model, build(tuning, task_type(task), ctx))
         return keep_encoder_in_checkpoints(fix_generation(peft_model))
 
-    return register_tuning(TuningPlan(spec=spec, apply=apply, save=save_peft,
-                                      default_learning_rate=default_learning_rate))
+    return register_tuning(TuningPlan(spec=spec, apply=apply, save=save_peft))

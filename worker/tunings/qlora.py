@@ -62,9 +62,5 @@ def apply(model: Any, tuning: QLoraTuning, task: ModelTask, ctx: JobContext) -> 
     return get_peft_model(model, lora_config(tuning, task))
 
 
-register_tuning(TuningPlan(
-    spec=QLoraTuning, load_kwargs=load_kwargs, apply=apply, save=save_peft,
-    # The adapter is LoRA's, trained through dequantised weights: Dettmers et al. use 2e-4
-    # for 7B-13B bases (1e-4 for larger ones), the same as our LoRA default.
-    default_learning_rate=2e-4,
-))
+register_tuning(TuningPlan(spec=QLoraTuning, load_kwargs=load_kwargs, apply=apply,
+                           save=save_peft))
