@@ -9,7 +9,14 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from tunesmith.spec.base import ID_LENGTH, MAX_COEFFICIENT, MAX_STEPS, NAME_LENGTH, SpecModel
+from tunesmith.spec.base import (
+    ID_LENGTH,
+    MAX_COEFFICIENT,
+    MAX_STEPS,
+    NAME_LENGTH,
+    SpecModel,
+    TypedSpec,
+)
 from tunesmith.spec.data_formats import RowFormat
 from tunesmith.spec.hyperparameters import Auto, Hyperparameters
 from tunesmith.spec.tunings import TUNING_CLASSES, TuningSpec
@@ -154,7 +161,7 @@ class FileUse:
     formats: frozenset[RowFormat]
 
 
-class MethodSpec(SpecModel):
+class MethodSpec(TypedSpec):
     """What every objective declares once, on its own class (peft's config pattern): its
     public type, the formats of its training file, the tunings and quantisation it works
     with, its stages, and where its hyperparameters sit. Adding an objective is one class
@@ -186,16 +193,6 @@ class MethodSpec(SpecModel):
         cls.training_formats, cls.needs_weight_tuning = formats, weights_only
         cls.quantizable, cls.stages, cls.openai = quantizable, stages, openai
         cls.planned_sequences = planned
-
-    @classmethod
-    def type_name(cls) -> str:
-        default = cls.model_fields["type"].default
-        assert isinstance(default, str)
-        return default
-
-    @classmethod
-    def description(cls) -> str:
-        return (cls.__doc__ or "").strip().split("\n\n")[0]
 
     @classmethod
     def tunings(cls) -> frozenset[str]:

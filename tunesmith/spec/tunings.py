@@ -4,13 +4,13 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from tunesmith.spec.base import SpecModel
+from tunesmith.spec.base import TypedSpec
 
 # A module name as peft matches it: "q_proj" or a dotted path "model.layers.0.mlp.up_proj".
 ModuleName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class TuningSpec(SpecModel):
+class TuningSpec(TypedSpec):
     """What every tuning declares once, on its own class: its public type, and the facts the
     spec's rules and the worker read (nothing else lists tunings by name)."""
 
@@ -37,12 +37,6 @@ class TuningSpec(SpecModel):
         cls.changes_weights, cls.prompt_learning = weights, virtual_tokens or kv_prefix
         cls.activation_checkpointing, cls.quantizable = not kv_prefix, quantizable
         cls.default_learning_rate = rate
-
-    @classmethod
-    def type_name(cls) -> str:
-        default = cls.model_fields["type"].default
-        assert isinstance(default, str)
-        return default
 
 
 # Pretrained weights move: the lowest rate.
