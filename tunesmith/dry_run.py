@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.memory_estimate import CUDA_CONTEXT_BYTES, GIB, ModelShape, TrainingSetup
+from tunesmith.memory_estimate import TUNINGS as ESTIMATED_TUNINGS
 from tunesmith.memory_plan import MemoryPlan, choose
 from tunesmith.models import ModelLocation
 from tunesmith.spec.job import JobSpec
@@ -162,6 +163,11 @@ def dry_run(spec: JobSpec, location: ModelLocation | None, *, rows: int,
                      "maximum length (1024 assumed) are unknown until the job runs")
     else:
         notes.append("the model's config.json cannot be read: no memory estimate")
+    if shape is not None and spec.tuning.type not in ESTIMATED_TUNINGS:
+        # A tuning newer than the estimate's model of memory trains without a plan.
+        notes.append(f"the memory estimate does not model tuning '{spec.tuning.type}': no "
+                     "memory estimate")
+        shape = None
     if not spec.method.planned_sequences and shape is not None:
         notes.append(f"method '{spec.method.type}' sizes its own batches around generation: "
                      "the estimate is the training pass alone")

@@ -7,6 +7,7 @@ from typing import Any
 
 from tunesmith.dry_run import training_setup
 from tunesmith.memory_estimate import GIB, ModelShape
+from tunesmith.memory_estimate import TUNINGS as ESTIMATED_TUNINGS
 from tunesmith.models import resolve_model
 from tunesmith.settings import settings
 from tunesmith.spec.hyperparameters import Hyperparameters
@@ -41,6 +42,10 @@ def memory_inputs(ctx: JobContext) -> MemoryInputs | None:
     where the objective sizes its own batches or the config cannot be read."""
     rows_sequences = ctx.spec.method.planned_sequences
     if rows_sequences is None or ctx.stage:
+        return None
+    if ctx.spec.tuning.type not in ESTIMATED_TUNINGS:
+        # A tuning newer than the estimate's model of memory trains without a plan (the
+        # dry run says so), as on a device without a memory limit.
         return None
     # A hub model is fetched first (progress in the events): a hub that cannot be reached
     # fails the job now as model_not_found, not after ~40 s of AutoConfig's retries.
