@@ -62,6 +62,10 @@ def refusal(method: str, tuning: str, objective: str) -> str | None:
     if tuning == "qlora":
         return ("quantization cannot be used with tuning 'qlora', which names its own "
                 "(bits, quant_type); use tuning 'lora' with this quantization instead")
+    if tuning not in QUANTIZABLE_TUNINGS:
+        return (f"quantization cannot be used with tuning '{tuning}', which has not been "
+                "wired to a quantised base; use one of "
+                + ", ".join(sorted(QUANTIZABLE_TUNINGS)))
     if objective not in QUANTIZABLE_OBJECTIVES:
         return (f"quantization cannot be used with method '{objective}', which loads "
                 "several models; use one of " + ", ".join(sorted(QUANTIZABLE_OBJECTIVES)))
