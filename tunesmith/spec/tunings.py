@@ -148,8 +148,17 @@ class PromptTuning(TuningSpec, rate=3e-2, virtual_tokens=True):
         return self
 
 
+# (IA)^3's vectors start at one (the model unchanged) and are few: Liu et al. (T-Few) train
+# them at 3e-3, ten times LoRA's rate.
+class IA3Tuning(TuningSpec, rate=3e-3, quantizable=False):
+    """(IA)^3 (Liu et al. 2022): learned vectors that rescale the attention keys and values
+    and the feed-forward activations (peft's IA3Config, its modules for the architecture)."""
+
+    type: Literal["ia3"] = "ia3"
+
+
 Tuning = Annotated[FullTuning | LoraTuning | QLoraTuning | AdapterTuning | PrefixTuning
-                   | PTuningV2Tuning | PTuningTuning | PromptTuning,
+                   | PTuningV2Tuning | PTuningTuning | PromptTuning | IA3Tuning,
                    Field(discriminator="type")]
 
 # The classes of the union, in its order: the list every registry and test walks.
