@@ -1,12 +1,12 @@
 """Rows as the JSON objects OpenAI's API returns, plus our extra fields."""
 
-import copy
 import time
 from typing import Any
 
 from tunesmith.db.models import Artifact, Checkpoint, File, Job, JobEvent
 from tunesmith.jobs.events import event_public_id, finite_json
 from tunesmith.jobs.states import TERMINAL, JobStatus
+from tunesmith.spec.job import JobSpec, stored_spec
 
 
 def file_object(file: File) -> dict[str, Any]:
@@ -25,8 +25,6 @@ def file_object(file: File) -> dict[str, Any]:
 # (running); a paused one waits, holding none, for `resume` (queued).
 PUBLIC_STATUS = {JobStatus.cancelling: JobStatus.running, JobStatus.pausing: JobStatus.running,
                  JobStatus.paused: JobStatus.queued}
-# The method types OpenAI's job object knows; the others are ours, under `objective` only.
-OPENAI_METHODS = {"supervised", "dpo"}
 
 
 def _fill_auto(requested: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
@@ -35,45 +33,39 @@ def _fill_auto(requested: dict[str, Any], resolved: dict[str, Any]) -> dict[str,
             for key, value in requested.items()}
 
 
-def _resolved_by_stage(job: Job) -> dict[str, dict[str, Any]]:
+def _resolved_by_stage(job: Job, spec: JobSpec) -> dict[str, dict[str, Any]]:
     """What ran, per stage of the method: "" for a one-stage method, else each stage's name
     (an rlhf job records "sft", "reward" and "ppo")."""
     resolved = job.hyperparameters or {}
-    if job.method_type == "rlhf":
+    if spec.method.stages:
         return {k: v for k, v in resolved.items() if isinstance(v, dict)}
     return {"": resolved}
 
 
-def _method(job: Job) -> dict[str, Any] | None:
+def _method(job: Job, spec: JobSpec) -> dict[str, Any]:
     """The spec's method, with the values that ran in place of "auto" once they are known."""
-    method = copy.deepcopy(job.spec.get("method"))
-    if not method:
-        return method
-    config = method.get(job.method_type) or {}
-    for stage, resolved in _resolved_by_stage(job).items():
+    method: dict[str, Any] = spec.method.model_dump(mode="json")
+    config = method[spec.method.type]
+    for stage, resolved in _resolved_by_stage(job, spec).items():
         if not resolved:
             continue
-        # An rlhf job's PPO stage keeps its hyperparameters in `ppo` itself.
         holder = config if not stage else config.get(stage)
         if not isinstance(holder, dict):
             continue
-        if stage == "ppo" and job.method_type == "rlhf":
-            holder.update(_fill_auto(holder, resolved))
-        elif isinstance(holder.get("hyperparameters"), dict):
+        if isinstance(holder.get("hyperparameters"), dict):
             holder["hyperparameters"] = _fill_auto(holder["hyperparameters"], resolved)
+        else:  # an rlhf job's PPO stage keeps its hyperparameters in `ppo` itself
+            holder.update(_fill_auto(holder, resolved))
     return method
 
 
-def _openai_hyperparameters(job: Job) -> dict[str, Any]:
+def _openai_hyperparameters(job: Job, spec: JobSpec) -> dict[str, Any]:
     """The deprecated top-level `hyperparameters`: of the stage OpenAI's fields describe
-    (an rlhf job's supervised stage)."""
-    stages = _resolved_by_stage(job)
-    resolved = stages.get("sft" if job.method_type == "rlhf" else "", {})
-    method = job.spec.get("method", {}).get(job.method_type) or {}
-    if job.method_type == "rlhf":
-        method = method.get("sft") or {}
-    pick = {**method.get("hyperparameters", {}), **resolved}
-    return {k: pick.get(k, "auto") for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+    (a staged method's first stage)."""
+    stage = spec.method.stages[0] if spec.method.stages else ""
+    resolved = _resolved_by_stage(job, spec).get(stage, {})
+    pick = {**spec.method.hyperparameters.model_dump(mode="json"), **resolved}
+    return {k: pick[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
 
 
 def _progress(job: Job) -> dict[str, Any]:
@@ -99,29 +91,32 @@ def job_object(job: Job) -> dict[str, Any]:
     if "eta_seconds" in progress:
         estimated = int(time.time() + progress["eta_seconds"])
     status = JobStatus(job.status)
-    method = _method(job)
-    integrations = job.spec.get("integrations") or []
+    spec = stored_spec(job.spec)
+    method = _method(job, spec)
+    integrations = [i.model_dump(mode="json") for i in spec.integrations or []]
     body = {
         "id": job.id, "object": "fine_tuning.job", "created_at": job.created_at,
         "finished_at": job.finished_at, "model": job.model,
         "fine_tuned_model": job.fine_tuned_model, "organization_id": job.project_id,
         "status": PUBLIC_STATUS.get(status, status).value,
         "training_file": job.training_file_id,
-        "validation_file": job.validation_file_id, "hyperparameters": _openai_hyperparameters(job),
+        "validation_file": job.validation_file_id,
+        "hyperparameters": _openai_hyperparameters(job, spec),
         "result_files": job.result_files or [], "trained_tokens": job.trained_tokens,
         "error": job.error, "seed": job.seed, "user_provided_suffix": job.suffix,
         "metadata": job.metadata_, "estimated_finish": estimated,
         "integrations": _openai_integrations(integrations),
         # Ours.
         "status_detail": status.value, "objective": method,
-        "tuning": job.spec.get("tuning"), "resources": job.spec.get("resources"),
+        "tuning": spec.tuning.model_dump(mode="json"),
+        "resources": spec.resources.model_dump(mode="json"),
         "tracking": integrations,
         "resolved_hyperparameters": job.hyperparameters or {}, "progress": progress,
         "last_metrics": job.last_metrics or {}, "attempt": job.attempt,
         "max_attempts": job.max_attempts,
         "started_at": job.started_at, "done": status in TERMINAL,
     }
-    if method and method.get("type") in OPENAI_METHODS:
+    if spec.method.openai:
         body["method"] = method
     return body
 

@@ -108,7 +108,7 @@ def run_cell(tuning_name: str, config_name: str, shape: Shape, device: str,
         def event(self, message: str, **kwargs: Any) -> None:
             self.__dict__.setdefault("messages", []).append(message)
 
-        def update_job(self, **values: Any) -> None:
+        def record_hyperparameters(self, values: dict[str, Any]) -> None:
             pass
 
     spec = JobSpec.model_validate({"model": MODEL_NAME, "training_file": "file-bench",
@@ -121,8 +121,8 @@ def run_cell(tuning_name: str, config_name: str, shape: Shape, device: str,
                          max_seq_length=shape.seq_len)
     job = setup(ctx, hp, rows=rows, model_max_length=shape.seq_len, model_parameters=parameters)
     tokenizer = load_tokenizer(ctx)
-    model = load_model(ctx, job.plan, spec.tuning, precision=job.hp.precision)
-    model = tuning_plan(tuning_name).apply(model, spec.tuning, "causal_lm", ctx)
+    model = load_model(ctx, job.plan, precision=job.hp.precision)
+    model = tuning_plan(type(spec.tuning)).apply(model, spec.tuning, "causal_lm", ctx)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(10, shape.vocab, (rows, shape.seq_len), generator=generator)

@@ -12,19 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.memory_estimate import CUDA_CONTEXT_BYTES, GIB, ModelShape, TrainingSetup
+from tunesmith.memory_estimate import TUNINGS as ESTIMATED_TUNINGS
 from tunesmith.memory_plan import MemoryPlan, choose
 from tunesmith.models import ModelLocation
-from tunesmith.spec.job import JobSpec, method_hyperparameters
+from tunesmith.spec.job import JobSpec
 from tunesmith.spec.quantization import QUANTIZABLE_TUNINGS
 
-# Each tuning's default learning rate, as its worker plan registers it
-# (TuningPlan.default_learning_rate; tests/unit/test_dry_run.py checks they agree). The
-# plans import peft, which the API does not load.
-DEFAULT_LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4, "adapter": 3e-4,
-                          "prefix": 5e-3, "p_tuning_v2": 1e-2, "p_tuning": 1e-3,
-                          "prompt": 3e-2}
-# Objectives whose memory the worker plans (worker/training.py PLANNED): rows' sequences.
-PLANNED = {"supervised": 1, "pretraining": 1, "multitask": 1, "dpo": 2, "reward": 2}
 QUANTIZED_OPTIMIZER = "paged_adamw_32bit"
 
 
@@ -71,7 +64,7 @@ def training_setup(spec: JobSpec, device: str = "cuda") -> TrainingSetup:
         adapter_size=getattr(t, "size", 64),
         adapters_per_layer=2 if getattr(t, "placement", "") == "houlsby" else 1,
         chunked_logits=spec.method.type == "supervised", device=device,
-        sequences_per_row=PLANNED.get(spec.method.type, 1),
+        sequences_per_row=spec.method.planned_sequences or 1,
         quantization=spec.quantization.method if spec.quantization else None,
         # Quantised jobs train with paged AdamW on CUDA (worker/quantization.py).
         paged_optimizer=spec.quantization is not None or t.type == "qlora")
@@ -85,16 +78,16 @@ def _resolve(spec: JobSpec, *, rows: int, config: dict[str, Any] | None,
 
     setup = training_setup(spec)
     memory = None
-    if shape is not None and spec.method.type in PLANNED:
+    if shape is not None and spec.method.planned_sequences:
         memory = MemoryInputs(shape=shape, setup=setup, free_bytes=free_bytes,
                               lean=setup.quantized)
     max_length = int((config or {}).get("max_position_embeddings") or 1024)
     return resolve(
-        method_hyperparameters(spec), rows=max(1, rows),
-        default_learning_rate=DEFAULT_LEARNING_RATES[spec.tuning.type], device="cuda",
+        spec.method.hyperparameters, rows=max(1, rows),
+        default_learning_rate=spec.tuning.default_learning_rate, device="cuda",
         bf16_supported=True, model_max_length=max_length,
         model_parameters=shape.parameters if shape else 0,
-        supports_gradient_checkpointing=spec.tuning.type not in ("prefix", "p_tuning_v2"),
+        supports_gradient_checkpointing=spec.tuning.activation_checkpointing,
         memory=memory)
 
 
@@ -116,7 +109,7 @@ def _fits_with(spec: JobSpec, shape: ModelShape, hp: Any, gib: float,
     per_device = max(1, hp.batch_size)
     return choose(shape, replace(setup, micro_batch=per_device), batch=per_device,
                   free_bytes=_free_on(gib), checkpointing=None,
-                  supports_checkpointing=setup.tuning not in ("prefix", "p_tuning_v2"),
+                  supports_checkpointing=spec.tuning.activation_checkpointing,
                   lean=setup.quantized)
 
 
@@ -146,7 +139,7 @@ def suggestions(spec: JobSpec, shape: ModelShape, hp: Any, gib: float, card: str
             say(f"shorten the sequences: hyperparameters.max_seq_length {length}", plan)
             break
         length //= 2
-    if method_hyperparameters(spec).gradient_checkpointing is False:
+    if spec.method.hyperparameters.gradient_checkpointing is False:
         found.insert(0, "let activation checkpointing be chosen: "
                         "hyperparameters.gradient_checkpointing auto")
     return found
@@ -170,7 +163,12 @@ def dry_run(spec: JobSpec, location: ModelLocation | None, *, rows: int,
                      "maximum length (1024 assumed) are unknown until the job runs")
     else:
         notes.append("the model's config.json cannot be read: no memory estimate")
-    if spec.method.type not in PLANNED and shape is not None:
+    if shape is not None and spec.tuning.type not in ESTIMATED_TUNINGS:
+        # A tuning newer than the estimate's model of memory trains without a plan.
+        notes.append(f"the memory estimate does not model tuning '{spec.tuning.type}': no "
+                     "memory estimate")
+        shape = None
+    if not spec.method.planned_sequences and shape is not None:
         notes.append(f"method '{spec.method.type}' sizes its own batches around generation: "
                      "the estimate is the training pass alone")
     hp = _resolve(spec, rows=rows, config=config, shape=shape, free_bytes=None)

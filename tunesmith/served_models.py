@@ -26,6 +26,7 @@ from tunesmith.models import (
     resolve_model,
 )
 from tunesmith.settings import settings
+from tunesmith.spec.job import stored_spec
 from tunesmith.spec.tunings import AdapterTuning
 
 NO_SUCH_MODEL = ("This model does not exist or you do not have access to it; GET /v1/models "
@@ -118,7 +119,8 @@ def resolve_served(session: Session, name: str, *, project_id: str) -> ServedMod
     bottleneck = None
     if job.tuning_type == "adapter" and not storage.job_path_exists(
             job.id, folder / "bottleneck_config.json"):
-        tuning = AdapterTuning.model_validate(job.spec["tuning"])
+        tuning = stored_spec(job.spec).tuning
+        assert isinstance(tuning, AdapterTuning)
         bottleneck = tuning.model_dump(include={"size", "placement", "nonlinearity", "dropout"})
     base_path, base_job = _base_path(session, job.model)
     return ServedModel(name, base_path, job.tuning_type, relative, bottleneck,

@@ -16,7 +16,7 @@ once. Those tunings always train on padded batches.
 
 import random
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from tunesmith.spec.tunings import PROMPT_LEARNING
 
@@ -52,16 +52,16 @@ def step_flops(lengths: list[int], shape: ModelShape, *, padding_free: bool) -> 
     return len(lengths) * (per_token * longest + attention * longest * longest)
 
 
-@dataclass(frozen=True)
-class BatchLayout:
+class BatchLayout(NamedTuple):
     padding_free: bool
     reason: str
     # Estimated FLOPs of padding-free batches ÷ padded ones over the job's rows.
     flops_ratio: float | None = None
 
     def as_event(self) -> dict[str, Any]:
-        return {"padding_free": self.padding_free, "reason": self.reason,
-                "estimated_flops_ratio": self.flops_ratio}
+        event = self._asdict()
+        event["estimated_flops_ratio"] = event.pop("flops_ratio")  # the name events document
+        return event
 
 
 def estimated_ratio(lengths: list[int], batch_size: int, shape: ModelShape,

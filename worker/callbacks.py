@@ -58,10 +58,8 @@ class JobEventsCallback(TrainerCallback):
         self._last_step = state.global_step
         self._last_tokens = state.num_input_tokens_seen or 0
         where = f" from step {state.global_step}" if state.global_step else ""
-        self.ctx.event(f"{self.ctx.stage + ': ' if self.ctx.stage else ''}Training{where} to "
-                       f"step {state.max_steps}",
-                       data={"step": state.global_step, "total_steps": state.max_steps,
-                             "stage": self.ctx.stage or None})
+        self.ctx.event(f"Training{where} to step {state.max_steps}",
+                       data={"step": state.global_step, "total_steps": state.max_steps})
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, float] | None = None, **kwargs: Any) -> None:
@@ -76,10 +74,8 @@ class JobEventsCallback(TrainerCallback):
             data["tokens_per_second"] = round((tokens - self._last_tokens) / elapsed, 1)
         steps = state.global_step - self._last_step
         rate = steps / elapsed if steps > 0 else None
-        if self.ctx.stage:
-            data["stage"] = self.ctx.stage
         progress = {"step": state.global_step, "total_steps": state.max_steps,
-                    "epoch": data["epoch"], "stage": self.ctx.stage or None}
+                    "epoch": data["epoch"]}
         if rate:
             progress["steps_per_second"] = round(rate, 4)
         self.ctx.metrics(data, progress=progress, trained_tokens=tokens or None)

@@ -28,7 +28,9 @@ class JobContext:
     seed: int
     # Set by SIGTERM (cancel, time limit, shutdown): the trainer checkpoints and stops.
     stop: threading.Event = field(default_factory=threading.Event)
-    # Where an objective with several stages ("rlhf") writes; "" for one-stage jobs.
+    # The stage of a multi-stage objective ("rlhf") this context runs; "" for one-stage jobs.
+    # The one place the label is applied: every event, metric, progress and hyperparameter
+    # record written through this context carries it, so callers never handle it.
     stage: str = ""
 
     @property
@@ -87,48 +89,53 @@ class JobContext:
 
     # -- writes to the job row; each retried through a database restart ---------------
 
+    def _labelled(self, message: str, data: dict[str, Any] | None
+                  ) -> tuple[str, dict[str, Any] | None]:
+        """A stage's events say so: "sft: Training to step 40", data["stage"] = "sft"."""
+        if not self.stage:
+            return message, data
+        return f"{self.stage}: {message}", {**(data or {}), "stage": self.stage}
+
     def event(self, message: str, *, level: Level = "info", type: str = "message",
               data: dict[str, Any] | None = None) -> None:
         if not self.is_main:  # the other ranks of a data-parallel job stay quiet
             return
+        message, data = self._labelled(message, data)
+
         def write() -> None:
             with session_scope() as session:
                 add_event(session, self.job_id, message, level=level, type=type, data=data)
 
         with_db_retry(write, what="event")
 
-    def update_job(self, **values: Any) -> None:
+    def record_hyperparameters(self, values: dict[str, Any]) -> None:
+        """The hyperparameters that run, on the job: the job's own, or under the stage's
+        name for a stage of a multi-stage job (each stage keeps the others')."""
         if not self.is_main:  # the other ranks of a data-parallel job stay quiet
             return
-        def write() -> None:
-            with session_scope() as session:
-                session.execute(sa.update(Job).where(Job.id == self.job_id).values(**values))
 
-        with_db_retry(write, what="job update")
-
-    def record_stage_hyperparameters(self, values: dict[str, Any]) -> None:
-        """A multi-stage job's resolved hyperparameters sit on the job under each stage's name."""
-        if not self.is_main:  # the other ranks of a data-parallel job stay quiet
-            return
         def write() -> None:
             with session_scope() as session:
                 job = session.get(Job, self.job_id, with_for_update=True)
                 if job is not None:
-                    job.hyperparameters = {**(job.hyperparameters or {}), self.stage: values}
+                    job.hyperparameters = ({**(job.hyperparameters or {}), self.stage: values}
+                                           if self.stage else values)
 
-        with_db_retry(write, what="stage hyperparameters")
+        with_db_retry(write, what="hyperparameters")
 
     def metrics(self, data: dict[str, Any], *, progress: dict[str, Any],
                 trained_tokens: int | None) -> None:
         """One metrics event plus the job's progress and last metrics, in one transaction."""
         if not self.is_main:  # the other ranks of a data-parallel job stay quiet
             return
+        summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in data.items())
+        message, data = self._labelled(f"step {data.get('step')}: {summary}", data)
+        progress = {**progress, "stage": self.stage or None}
+
         def write() -> None:
             with session_scope() as session:
-                summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                    for k, v in data.items())
-                add_event(session, self.job_id, f"{self.stage + ' ' if self.stage else ''}"
-                          f"step {data.get('step')}: {summary}", type="metrics", data=data)
+                add_event(session, self.job_id, message, type="metrics", data=data)
                 values: dict[str, Any] = {"progress": progress, "last_metrics": data}
                 if trained_tokens is not None:
                     values["trained_tokens"] = trained_tokens

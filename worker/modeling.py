@@ -1,12 +1,13 @@
 """Loading tokenizers and models by name, through the same path for the tiny model and the hub."""
 
+from pathlib import Path
 from typing import Any
 
 from tunesmith.models import BadModelName, ModelNotFound, parse_fine_tuned, resolve_model
 from tunesmith.settings import settings
 from worker.context import JobContext
 from worker.hub_access import hub_kernels_on
-from worker.registry import TuningPlan
+from worker.registry import ModelTask, TuningPlan
 
 
 def model_source(ctx: JobContext, name: str | None = None) -> str:
@@ -66,13 +67,16 @@ def torch_dtype(precision: str) -> Any:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
-def load_model(ctx: JobContext, plan: TuningPlan, tuning: Any, *, precision: str,
-               task: str = "causal_lm", name: str | None = None,
-               tokenizer: Any = None) -> Any:
-    """Load the base model for `task` ("causal_lm" or "seq_cls") with the tuning's options."""
+def load_model(ctx: JobContext, plan: TuningPlan[Any], *, precision: str,
+               task: ModelTask = "causal_lm", name: str | None = None,
+               folder: Path | str | None = None, tokenizer: Any = None) -> Any:
+    """Load a model for `task` with the job tuning's load options (QLoRA quantises it), on
+    the job's device: the model `name` (default: the job's), resolved by name under the
+    models root or on the hub so that no job can point at an arbitrary path; or a `folder`
+    one of our jobs made (a reward model, an SFT stage's result)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    source = model_source(ctx, name)
+    source = str(folder) if folder is not None else model_source(ctx, name)
     kwargs: dict[str, Any] = {
         "trust_remote_code": settings.trust_remote_code,
         "dtype": torch_dtype(precision),
@@ -80,7 +84,7 @@ def load_model(ctx: JobContext, plan: TuningPlan, tuning: Any, *, precision: str
         "attn_implementation": "sdpa",
         # None lets USE_HUB_KERNELS decide (worker/hub_access.py sets it from the setting).
         "use_kernels": None if hub_kernels_on() else False,
-        **plan.load_kwargs(tuning, ctx),
+        **plan.load_kwargs(ctx.spec.tuning, ctx),
     }
     if task == "seq_cls":
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -90,9 +94,17 @@ def load_model(ctx: JobContext, plan: TuningPlan, tuning: Any, *, precision: str
             model.config.pad_token_id = tokenizer.pad_token_id
     else:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    name_as_user_named(model, name or ctx.spec.model)
+    if folder is None:
+        name_as_user_named(model, name or ctx.spec.model)
     if "device_map" not in kwargs:
         model.to(ctx.device)
+    return model
+
+
+def frozen(model: Any) -> Any:
+    """Evaluation mode, no gradients: a model that scores or serves as a reference."""
+    model.eval()
+    model.requires_grad_(False)
     return model
 
 

@@ -9,6 +9,7 @@ chat rows become such texts through the model's chat template: the prompt as the
 renders it up to the assistant's turn, each response as what the template adds after it.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.spec.data_formats import (
@@ -17,8 +18,11 @@ from tunesmith.spec.data_formats import (
     detect_row_format,
     preference_chat,
 )
+from tunesmith.spec.hyperparameters import Hyperparameters
 from worker.context import JobContext
 from worker.failures import InvalidData
+from worker.modeling import load_tokenizer
+from worker.training import Setup, setup
 
 
 def _as_text(messages: list[dict[str, Any]]) -> str:
@@ -58,6 +62,35 @@ def job_pairs(ctx: JobContext, tokenizer: Any,
     validation = (preference_rows(ctx.rows(ctx.spec.validation_file), tokenizer)
                   if ctx.spec.validation_file else None)
     return preference_rows(ctx.rows(ctx.spec.training_file), tokenizer), validation
+
+
+@dataclass
+class PairsJob:
+    """What a preference objective starts from: the tokenizer, the pairs, the resolved plan."""
+
+    tokenizer: Any
+    rows: list[dict[str, str]]
+    eval_rows: list[dict[str, str]] | None
+    job: Setup
+
+    def check_kept(self, ctx: JobContext, trainer: Any, *, reason: str) -> None:
+        """Fail or warn where the trainer dropped pairs as too long (check_pairs_fit), in
+        the training file and the validation file."""
+        length = self.job.hp.max_seq_length
+        check_pairs_fit(ctx, len(trainer.train_dataset), len(self.rows),
+                        max_seq_length=length, reason=reason)
+        if self.eval_rows:
+            check_pairs_fit(ctx, len(trainer.eval_dataset), len(self.eval_rows),
+                            max_seq_length=length, reason=reason, field="validation_file")
+
+
+def prepare_pairs_job(ctx: JobContext, hp: Hyperparameters) -> PairsJob:
+    """The shared start of the reward and DPO objectives: the job's pairs read with the
+    model's tokenizer, and the hyperparameters resolved for that many pairs."""
+    tokenizer = load_tokenizer(ctx)
+    rows, eval_rows = job_pairs(ctx, tokenizer)
+    job = setup(ctx, hp, rows=len(rows), model_max_length=tokenizer.model_max_length)
+    return PairsJob(tokenizer, rows, eval_rows, job)
 
 
 def check_pairs_fit(ctx: JobContext, kept: int, given: int, *, max_seq_length: int,

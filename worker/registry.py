@@ -1,54 +1,98 @@
-"""Registries: each objective and tuning module registers itself in one line.
+"""Registries: each objective and tuning module registers its worker code in one line,
+keyed by the spec class it implements (tunesmith/spec declares the facts; this is the code).
 
-A name registered twice, or a job naming an unregistered one, fails loudly; a test checks
-that every variant of the spec has an entry here.
+A class registered twice, or a job whose spec class has no entry, fails loudly; a test
+checks that every class of the spec's unions has an entry here.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+
+from tunesmith.spec.objectives import MethodSpec
+from tunesmith.spec.tunings import TuningSpec
 
 if TYPE_CHECKING:
     from worker.context import JobContext
 
-ObjectiveRun = Callable[["JobContext"], None]
+# What a model is loaded as: a causal LM, or a one-output sequence classifier (the reward
+# and value models of RLHF).
+ModelTask = Literal["causal_lm", "seq_cls"]
+
+M = TypeVar("M", bound=MethodSpec)
+T = TypeVar("T", bound=TuningSpec)
+T_in = TypeVar("T_in", bound=TuningSpec, contravariant=True)
+
+# An objective's training: the job's context and its method, typed as the class it registered.
+ObjectiveRun = Callable[["JobContext", M], None]
+
+
+class LoadOptions(Protocol[T_in]):
+    """Extra `from_pretrained` kwargs the tuning needs (QLoRA's quantisation)."""
+
+    def __call__(self, tuning: T_in, ctx: "JobContext", /) -> dict[str, Any]: ...
+
+
+class Wrap(Protocol[T_in]):
+    """Wrap the loaded model so that what the tuning trains is what trains."""
+
+    def __call__(self, model: Any, tuning: T_in, task: ModelTask, ctx: "JobContext", /) -> Any: ...
+
+
+class Save(Protocol):
+    """Write the trained result to `folder` in the format DESIGN §5 promises; returns its
+    artifact kind ("peft_adapter", "full_model", ...)."""
+
+    def __call__(self, model: Any, tokenizer: Any, folder: Path, task: ModelTask,
+                 ctx: "JobContext", /) -> str: ...
+
+
+def no_load_options(tuning: TuningSpec, ctx: "JobContext", /) -> dict[str, Any]:
+    return {}
 
 
 @dataclass(frozen=True)
-class TuningPlan:
-    """How a tuning changes a model: load options, wrapping, saving, and its defaults."""
+class TuningPlan(Generic[T]):
+    """How a tuning changes a model: load options, wrapping, saving (its facts, such as
+    its default learning rate, are its spec class's)."""
 
-    name: str
-    # Extra `from_pretrained` kwargs (quantisation for QLoRA).
-    load_kwargs: Callable[[Any, "JobContext"], dict[str, Any]]
-    # Wrap the loaded model; `task` is "causal_lm" or "seq_cls" (reward and value models).
-    apply: Callable[[Any, Any, str, "JobContext"], Any]
-    # Write the trained result to a folder in the format DESIGN §5 promises.
-    save: Callable[[Any, Any, Any, Any, "JobContext"], str]
-    default_learning_rate: float
-    # Prefix-style tunings break with gradient checkpointing (the prefix cache is dropped).
-    supports_gradient_checkpointing: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    spec: type[T]
+    apply: Wrap[T]
+    save: Save
+    load_kwargs: LoadOptions[T] = no_load_options
+
+    @property
+    def name(self) -> str:
+        return self.spec.type_name()
+
+    @property
+    def default_learning_rate(self) -> float:
+        return self.spec.default_learning_rate
+
+    @property
+    def supports_gradient_checkpointing(self) -> bool:
+        return self.spec.activation_checkpointing
 
 
-OBJECTIVES: dict[str, ObjectiveRun] = {}
-TUNINGS: dict[str, TuningPlan] = {}
+OBJECTIVES: dict[type[MethodSpec], ObjectiveRun[Any]] = {}
+TUNINGS: dict[type[TuningSpec], TuningPlan[Any]] = {}
 
 
-def register_objective(name: str) -> Callable[[ObjectiveRun], ObjectiveRun]:
-    def decorator(run: ObjectiveRun) -> ObjectiveRun:
-        if name in OBJECTIVES:
-            raise ValueError(f"objective '{name}' is registered twice")
-        OBJECTIVES[name] = run
+def register_objective(spec: type[M]) -> Callable[[ObjectiveRun[M]], ObjectiveRun[M]]:
+    def decorator(run: ObjectiveRun[M]) -> ObjectiveRun[M]:
+        if spec in OBJECTIVES:
+            raise ValueError(f"objective '{spec.type_name()}' is registered twice")
+        OBJECTIVES[spec] = run
         return run
 
     return decorator
 
 
-def register_tuning(plan: TuningPlan) -> TuningPlan:
-    if plan.name in TUNINGS:
+def register_tuning(plan: TuningPlan[T]) -> TuningPlan[T]:
+    if plan.spec in TUNINGS:
         raise ValueError(f"tuning '{plan.name}' is registered twice")
-    TUNINGS[plan.name] = plan
+    TUNINGS[plan.spec] = plan
     return plan
 
 
@@ -65,15 +109,19 @@ def load_all() -> None:
             importlib.import_module(f"{package.__name__}.{module.name}")
 
 
-def objective(name: str) -> ObjectiveRun:
+def run_objective(ctx: "JobContext") -> None:
+    """Train the job's method with the objective registered for its spec class."""
+    method = ctx.spec.method
     load_all()
-    if name not in OBJECTIVES:
-        raise KeyError(f"no objective '{name}' is registered; known: {sorted(OBJECTIVES)}")
-    return OBJECTIVES[name]
+    if type(method) not in OBJECTIVES:
+        raise KeyError(f"no objective is registered for '{method.type_name()}'; known: "
+                       f"{sorted(cls.type_name() for cls in OBJECTIVES)}")
+    OBJECTIVES[type(method)](ctx, method)
 
 
-def tuning(name: str) -> TuningPlan:
+def tuning(spec: type[T]) -> TuningPlan[T]:
     load_all()
-    if name not in TUNINGS:
-        raise KeyError(f"no tuning '{name}' is registered; known: {sorted(TUNINGS)}")
-    return TUNINGS[name]
+    if spec not in TUNINGS:
+        raise KeyError(f"no tuning is registered for '{spec.type_name()}'; known: "
+                       f"{sorted(cls.type_name() for cls in TUNINGS)}")
+    return TUNINGS[spec]

@@ -28,6 +28,7 @@ from tunesmith.jobs import attempts
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import JobStatus
 from tunesmith.settings import settings
+from tunesmith.spec.job import Resources, stored_spec
 from worker.db_retry import is_db_outage, with_db_retry
 from worker.launch import TrainingProcess, start_training
 from worker.listed_checkpoints import drop_kept_artifact, keep_as_artifact
@@ -41,12 +42,11 @@ POLL_SECONDS = 0.5
 def training_processes(job_id: str) -> int:
     """How many training processes the job asked for: one per GPU, or `processes`."""
     with session_scope() as session:
-        resources = (session.scalar(sa.select(Job.spec).where(Job.id == job_id)) or {}) \
-            .get("resources") or {}
-    if resources.get("processes"):
-        return int(resources["processes"])
-    gpus = resources.get("gpus")
-    return gpus if isinstance(gpus, int) and gpus > 1 else 1
+        job = session.get(Job, job_id)
+        resources = stored_spec(job.spec).resources if job is not None else Resources()
+    if resources.processes:
+        return resources.processes
+    return resources.gpus if isinstance(resources.gpus, int) and resources.gpus > 1 else 1
 
 
 def _status(job_id: str) -> str | None:

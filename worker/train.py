@@ -14,7 +14,7 @@ import sys
 from tunesmith import storage
 from tunesmith.db.models import Job
 from tunesmith.db.session import session_scope
-from tunesmith.spec.job import JobSpec
+from tunesmith.spec.job import stored_spec
 from worker.context import JobContext
 from worker.db_retry import with_db_retry
 from worker.failures import CudaUnavailable, classify
@@ -46,7 +46,7 @@ def load_context(job_id: str) -> JobContext:
     found = with_db_retry(read, what="load job")
     if found is None:
         raise SystemExit(f"no job '{job_id}'")
-    return JobContext(job_id=job_id, spec=JobSpec.model_validate(found[0]), device="cpu",
+    return JobContext(job_id=job_id, spec=stored_spec(found[0]), device="cpu",
                       seed=found[1])
 
 
@@ -93,11 +93,11 @@ def main(job_id: str, *, warm: bool = False) -> int:
     try:
         from transformers import set_seed
 
-        from worker.registry import objective
+        from worker.registry import run_objective
 
         ctx.device = pick_device(ctx.spec.resources.gpus)
         set_seed(ctx.seed)
-        objective(ctx.spec.method.type)(ctx)
+        run_objective(ctx)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt) or ctx.stop.is_set():
             return EXIT_STOPPED

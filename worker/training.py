@@ -7,6 +7,7 @@ from typing import Any
 
 from tunesmith.dry_run import training_setup
 from tunesmith.memory_estimate import GIB, ModelShape
+from tunesmith.memory_estimate import TUNINGS as ESTIMATED_TUNINGS
 from tunesmith.models import resolve_model
 from tunesmith.settings import settings
 from tunesmith.spec.hyperparameters import Hyperparameters
@@ -17,17 +18,14 @@ from worker.fault_injection import fault_callbacks
 from worker.hub_access import hub_kernels_on
 from worker.hyperparameters import MemoryInputs, Resolved, resolve
 from worker.liger import liger_for
-from worker.modeling import is_hub_model, model_source
+from worker.modeling import count_parameters, is_hub_model, load_model, model_source
 from worker.oom_recovery import Replan, read_replan
 from worker.quantization import choose_optimizer, is_quantized, on_quantized_base
-from worker.registry import TuningPlan, tuning
+from worker.registry import ModelTask, TuningPlan, tuning
 from worker.tracking import finish as finish_tracking
 from worker.tracking import report_to
 
 log = logging.getLogger(__name__)
-# Objectives whose batches the memory plan may split (GRPO and PPO size their own batches
-# around generation); preference objectives put two sequences in a row.
-PLANNED = {"supervised": 1, "pretraining": 1, "multitask": 1, "dpo": 2, "reward": 2}
 
 
 def _free_bytes(ctx: JobContext) -> int | None:
@@ -42,8 +40,12 @@ def _free_bytes(ctx: JobContext) -> int | None:
 def memory_inputs(ctx: JobContext) -> MemoryInputs | None:
     """The model's shape (its config.json) and the tuning's figures, for the estimate; None
     where the objective sizes its own batches or the config cannot be read."""
-    rows_sequences = PLANNED.get(ctx.spec.method.type)
+    rows_sequences = ctx.spec.method.planned_sequences
     if rows_sequences is None or ctx.stage:
+        return None
+    if ctx.spec.tuning.type not in ESTIMATED_TUNINGS:
+        # A tuning newer than the estimate's model of memory trains without a plan (the
+        # dry run says so), as on a device without a memory limit.
         return None
     # A hub model is fetched first (progress in the events): a hub that cannot be reached
     # fails the job now as model_not_found, not after ~40 s of AutoConfig's retries.
@@ -80,7 +82,7 @@ def setup(ctx: JobContext, hp: Hyperparameters, *, rows: int, model_max_length: 
     """
     import torch
 
-    plan = on_quantized_base(tuning(ctx.spec.tuning.type), ctx)
+    plan = on_quantized_base(tuning(type(ctx.spec.tuning)), ctx)
     memory = memory_inputs(ctx)
     replan = read_replan(ctx.job_dir)
 
@@ -98,13 +100,9 @@ def setup(ctx: JobContext, hp: Hyperparameters, *, rows: int, model_max_length: 
     if rows_at_length is not None:
         # The sequence length does not depend on the row count, so one more pass is exact.
         resolved = resolve_for(rows_at_length(resolved.max_seq_length))
-    if not ctx.stage:
-        ctx.update_job(hyperparameters=resolved.as_dict())
-    else:
-        ctx.record_stage_hyperparameters(resolved.as_dict())
-    ctx.event(f"{ctx.stage + ': ' if ctx.stage else ''}Hyperparameters: "
-              + ", ".join(f"{k}={v}" for k, v in resolved.as_dict().items()),
-              data={"hyperparameters": resolved.as_dict(), "stage": ctx.stage or None})
+    ctx.record_hyperparameters(resolved.as_dict())
+    ctx.event("Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in resolved.as_dict().items()),
+              data={"hyperparameters": resolved.as_dict()})
     if resolved.memory is not None:
         m = resolved.memory
         figures = m.estimate.as_gib()
@@ -116,6 +114,20 @@ def setup(ctx: JobContext, hp: Hyperparameters, *, rows: int, model_max_length: 
     return Setup(plan, resolved)
 
 
+def trainable_model(ctx: JobContext, job: Setup, *, task: ModelTask = "causal_lm",
+                    tokenizer: Any = None, what: str = "Model", note: str = "") -> Any:
+    """The job's base model, loaded with the tuning's options and wrapped by it; an event
+    says how many of its parameters train ("Model tiny: 8,192 of 1,000,000 parameters
+    train", then `note`)."""
+    model = load_model(ctx, job.plan, precision=job.hp.precision, task=task,
+                       tokenizer=tokenizer)
+    model = job.plan.apply(model, ctx.spec.tuning, task, ctx)
+    trainable, total = count_parameters(model)
+    ctx.event(f"{what} {ctx.spec.model}: {trainable:,} of {total:,} parameters train{note}",
+              data={"trainable_parameters": trainable, "total_parameters": total})
+    return model
+
+
 def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
                       evaluate: bool = False, **extra: Any) -> Any:
     """A trl/transformers config with our conventions: one folder per job, checkpoints that
@@ -125,15 +137,14 @@ def trainer_arguments(ctx: JobContext, hp: Resolved, config_cls: Any, *,
         extra = {"eval_strategy": "steps", "eval_steps": hp.save_steps, **extra}
     liger = liger_for(ctx.device, config_cls.__name__, ctx.spec.model)
     hub = "hub kernels on" if hub_kernels_on() else "hub kernels off"
-    ctx.event(f"{ctx.stage + ': ' if ctx.stage else ''}Kernels: {liger.reason}; {hub}",
-              data={"liger_kernels": liger.on, "hub_kernels": hub_kernels_on(),
-                    "stage": ctx.stage or None})
+    ctx.event(f"Kernels: {liger.reason}; {hub}",
+              data={"liger_kernels": liger.on, "hub_kernels": hub_kernels_on()})
     reporting, tracking_args = report_to(ctx)
     extra = {**liger.trainer_kwargs(), **tracking_args, **extra}
     optim, why = choose_optimizer(ctx, hp.memory)
     if why:
-        ctx.event(f"{ctx.stage + ': ' if ctx.stage else ''}Optimizer: {why}",
-                  data={"optim": optim or "adamw_torch", "stage": ctx.stage or None})
+        ctx.event(f"Optimizer: {why}",
+                  data={"optim": optim or "adamw_torch"})
     if optim is not None:
         extra = {"optim": optim, **extra}
     return config_cls(
@@ -177,8 +188,7 @@ def run_trainer(ctx: JobContext, trainer: Any) -> bool:
     resume = ctx.latest_checkpoint()
     if resume is not None:
         ctx.event(f"Resuming from {resume.name}", level="warn",
-                  data={"resume_from_step": int(resume.name.rsplit('-', 1)[1]),
-                        "stage": ctx.stage or None})
+                  data={"resume_from_step": int(resume.name.rsplit('-', 1)[1])})
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     finally:

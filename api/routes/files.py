@@ -22,6 +22,7 @@ from tunesmith.jobs.states import TERMINAL
 from tunesmith.json_input import Line, iter_lines
 from tunesmith.settings import settings
 from tunesmith.spec.data_formats import FileCheck, check_jsonl
+from tunesmith.spec.job import file_uses, stored_spec
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
@@ -161,24 +162,16 @@ def read_file_content(session: SessionDep, project: CurrentProject,
                              else "application/jsonl")
 
 
-def _names(spec: Any, file_id: str) -> bool:
-    """Whether a stored spec names the file anywhere: training and validation files, a
-    multitask task's file, RLHF's preference and prompt files, and whatever a later method
-    adds (ids are unique random strings, so a match is a reference)."""
-    if isinstance(spec, dict):
-        return any(_names(value, file_id) for value in spec.values())
-    if isinstance(spec, list):
-        return any(_names(value, file_id) for value in spec)
-    return spec == file_id
-
-
 def _unfinished_job_using(session: SessionDep, project_id: str, file_id: str) -> str | None:
     # Unfinished jobs of one project are few (the queued cap plus what runs): read them all.
-    unfinished = session.execute(
-        sa.select(Job.id, Job.spec).where(Job.project_id == project_id,
-                                          Job.status.not_in([s.value for s in TERMINAL]))
+    unfinished = session.scalars(
+        sa.select(Job).where(Job.project_id == project_id,
+                             Job.status.not_in([s.value for s in TERMINAL]))
         .order_by(Job.id))
-    return next((job_id for job_id, spec in unfinished if _names(spec, file_id)), None)
+    # Every file a job reads, whichever field of whichever method names it.
+    return next((job.id for job in unfinished
+                 if any(use.file_id == file_id for use in file_uses(stored_spec(job.spec)))),
+                None)
 
 
 @router.delete("/{file_id}", responses=error_responses(404, 409))

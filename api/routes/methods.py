@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import CurrentProject
-from tunesmith.spec.objectives import METHOD_CLASSES, SUPPORTED_TUNINGS, TRAINING_FORMATS
+from tunesmith.spec.objectives import METHOD_CLASSES
 from tunesmith.spec.quantization import (
     QUANTIZABLE_OBJECTIVES,
     QUANTIZABLE_TUNINGS,
@@ -36,8 +36,8 @@ def describe_methods() -> dict[str, Any]:
         objectives.append({
             "type": kind, "description": _doc(cls), "schema": cls.model_json_schema(),
             "defaults": defaults,
-            "data_formats": sorted(f.value for f in TRAINING_FORMATS[kind]),
-            "tunings": sorted(SUPPORTED_TUNINGS[kind]),
+            "data_formats": sorted(f.value for f in cls.training_formats),
+            "tunings": sorted(cls.tunings()),
         })
     tunings = [{"type": _type_of(cls), "description": _doc(cls),
                 "schema": cls.model_json_schema(), "defaults": cls().model_dump(mode="json")}

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_memory_estimate import H200_PEAK_GIB, TINYLLAMA_CONFIG
-from tunesmith.dry_run import DEFAULT_LEARNING_RATES, GpuClassesError, dry_run, parse_gpu_classes
+from tunesmith.dry_run import GpuClassesError, dry_run, parse_gpu_classes
 from tunesmith.memory_estimate import GIB, ModelShape, TrainingSetup, estimate
 from tunesmith.models import ModelLocation
 from tunesmith.spec.job import JobSpec
+from tunesmith.spec.tunings import FullTuning
 
 LLAMA = {  # the config.json fields of Touvron et al.'s LLaMA 7B and 65B
     "7b": {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
@@ -74,7 +75,7 @@ def test_65b_full_fine_tuning_fits_nothing_and_says_what_to_change(tmp_path: Pat
     assert small["gpu_class"] == "rtx4090" and small["fits"] is False
     assert any("lora" in s for s in small["suggestions"]), small
     assert any("bnb_nf4" in s for s in small["suggestions"]), small
-    assert answer["hyperparameters"]["learning_rate"] == DEFAULT_LEARNING_RATES["full"]
+    assert answer["hyperparameters"]["learning_rate"] == FullTuning.default_learning_rate
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
@@ -104,11 +105,3 @@ def test_gpu_classes_setting_is_read_strictly() -> None:
     for bad in ("h100", "h100=big", "=80", "h100=0"):
         with pytest.raises(GpuClassesError):
             parse_gpu_classes(bad)
-
-
-def test_default_learning_rates_agree_with_the_worker_plans() -> None:
-    from worker.registry import TUNINGS, load_all
-
-    load_all()
-    assert {name: plan.default_learning_rate for name, plan in TUNINGS.items()} \
-        == DEFAULT_LEARNING_RATES

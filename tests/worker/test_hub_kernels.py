@@ -25,13 +25,14 @@ from tunesmith.spec.job import JobSpec
 from worker.context import JobContext
 from worker.modeling import load_model
 from worker.registry import load_all, tuning
+from tunesmith.spec.tunings import LoraTuning
 
 load_all()
 build_tiny_model(Path(os.environ["TUNESMITH_MODELS_ROOT"]) / "tiny-llama")
 spec = JobSpec.model_validate({"model": "tiny-llama", "training_file": "file-x"})
 ctx = JobContext(job_id="job-x", spec=spec, device="cpu", seed=0)
-plan = tuning("lora")
-model = load_model(ctx, plan, spec.tuning, precision="fp32")
+plan = tuning(LoraTuning)
+model = load_model(ctx, plan, precision="fp32")
 print(json.dumps({"USE_HUB_KERNELS": os.environ.get("USE_HUB_KERNELS"),
                   "use_kernels": model.use_kernels}))
 """

@@ -34,28 +34,24 @@ PROMPT_TUNINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def spec_types() -> set[str]:
-    return {cls.model_fields["type"].default for cls in TUNING_CLASSES}
-
-
 def test_every_spec_tuning_has_a_registered_plan() -> None:
     load_all()
-    assert spec_types() == set(TUNINGS)
-    for name, plan in TUNINGS.items():
-        assert plan.name == name
-        assert tuning(name) is plan
+    assert set(TUNING_CLASSES) == set(TUNINGS)
+    for cls, plan in TUNINGS.items():
+        assert plan.spec is cls
+        assert tuning(cls) is plan
 
 
 def test_defaults_follow_what_each_tuning_trains() -> None:
     load_all()
-    rate = {name: plan.default_learning_rate for name, plan in TUNINGS.items()}
+    rate = {plan.name: plan.default_learning_rate for plan in TUNINGS.values()}
     # Full fine-tuning moves pretrained weights: lowest. Prompt learning steers a frozen model
     # through a few vectors: highest.
     assert rate["full"] == min(rate.values())
     assert rate["lora"] == rate["qlora"] < rate["adapter"]
     assert all(rate[name] > rate["adapter"] for name in PROMPT_LEARNING)
     # The prefix is a KV cache, which gradient checkpointing drops.
-    unsupported = {n for n, p in TUNINGS.items() if not p.supports_gradient_checkpointing}
+    unsupported = {p.name for p in TUNINGS.values() if not p.supports_gradient_checkpointing}
     assert unsupported == {"prefix", "p_tuning_v2"}
     # ... and the API refuses `gradient_checkpointing: true` for exactly those.
     assert unsupported == NO_ACTIVATION_CHECKPOINTING
@@ -72,7 +68,7 @@ def wrapped(tiny: Path, tuning_spec: dict[str, Any]) -> Any:
                                    "tuning": tuning_spec})
     ctx = JobContext(job_id="ftjob-plans", spec=spec, device="cpu", seed=0)
     model = AutoModelForCausalLM.from_pretrained(tiny)
-    return tuning(spec.tuning.type).apply(model, spec.tuning, "causal_lm", ctx)
+    return tuning(type(spec.tuning)).apply(model, spec.tuning, "causal_lm", ctx)
 
 
 @torch.no_grad()
@@ -168,5 +164,5 @@ def test_qlora_quantises_on_load_and_refuses_a_plain_base(tiny: Path) -> None:
                  AutoModelForCausalLM.from_pretrained(tiny).modules()) - 1  # all but lm_head
     assert quantized_layers(model) == {"Linear4bit": linear}
     with pytest.raises(RuntimeError, match="without any bitsandbytes layer"):
-        tuning("qlora").apply(AutoModelForCausalLM.from_pretrained(tiny), spec.tuning,
+        tuning(QLoraTuning).apply(AutoModelForCausalLM.from_pretrained(tiny), spec.tuning,
                               "causal_lm", ctx)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from tunesmith.db.models import Job
 from tunesmith.queue import RUN_JOB_TASK, celery_app
 from tunesmith.settings import settings
+from tunesmith.spec.job import stored_spec
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def queue_for(gpu_class: str | None) -> str:
 
 def queue_of(job: Job) -> str:
     """The queue the job's spec asks for (`resources.gpu_class`)."""
-    return queue_for((job.spec.get("resources") or {}).get("gpu_class"))
+    return queue_for(stored_spec(job.spec).resources.gpu_class)
 
 
 def send(job_id: str, *, queue: str) -> float:

@@ -40,3 +40,13 @@ class SpecModel(BaseModel):
                     raise ValueError("not valid Unicode (a lone surrogate at character "
                                      f"{exc.start})") from None
         return value
+
+
+class TypedSpec(SpecModel):
+    """A variant of a union the `type` field tells apart (an objective, a tuning)."""
+
+    @classmethod
+    def type_name(cls) -> str:
+        default = cls.model_fields["type"].default
+        assert isinstance(default, str)
+        return default

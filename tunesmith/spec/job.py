@@ -1,25 +1,22 @@
 """The body of `POST /v1/fine_tuning/jobs`: OpenAI's fields plus `tuning` and `resources`."""
 
-from dataclasses import dataclass
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from tunesmith.spec.base import ID_LENGTH, NAME_LENGTH, SpecModel
-from tunesmith.spec.data_formats import RowFormat
 from tunesmith.spec.hyperparameters import Hyperparameters
 from tunesmith.spec.integrations import INTEGRATION_TYPES, Integration
 from tunesmith.spec.objectives import (
-    SUPPORTED_TUNINGS,
-    TRAINING_FORMATS,
+    FileUse,
     Method,
     MultitaskMethod,
     PPOMethod,
-    RLHFMethod,
     SupervisedMethod,
 )
 from tunesmith.spec.quantization import Quantization, refusal
-from tunesmith.spec.tunings import NO_ACTIVATION_CHECKPOINTING, PROMPT_LEARNING, LoraTuning, Tuning
+from tunesmith.spec.tunings import LoraTuning, Tuning
 
 
 class Resources(SpecModel):
@@ -97,15 +94,14 @@ class JobSpec(SpecModel):
 
     @model_validator(mode="after")
     def _fits_together(self) -> "JobSpec":
-        supported = SUPPORTED_TUNINGS[self.method.type]
-        if self.tuning.type not in supported:
+        if not self.method.supports(type(self.tuning)):
             raise ValueError(
                 f"tuning '{self.tuning.type}' does not work with method '{self.method.type}'; "
-                f"use one of {sorted(supported)}"
+                f"use one of {sorted(self.method.tunings())}"
             )
         if (isinstance(self.method, SupervisedMethod)
                 and self.method.supervised.padding_free is True
-                and self.tuning.type in PROMPT_LEARNING):
+                and self.tuning.prompt_learning):
             raise ValueError(
                 "method.supervised.padding_free cannot be true with tuning "
                 f"'{self.tuning.type}', which puts virtual tokens in front of every row of a "
@@ -122,13 +118,12 @@ class JobSpec(SpecModel):
             raise ValueError("integrations: each type at most once")
         if self.hyperparameters is not None:
             self._merge_top_level_hyperparameters()
-        if (self.tuning.type in NO_ACTIVATION_CHECKPOINTING
-                and method_hyperparameters(self).gradient_checkpointing is True):
-            stage = ".sft" if isinstance(self.method, RLHFMethod) else ""
+        if (not self.tuning.activation_checkpointing
+                and self.method.hyperparameters.gradient_checkpointing is True):
             raise ValueError(
-                f"method.{self.method.type}{stage}.hyperparameters.gradient_checkpointing cannot "
-                f"be true with tuning '{self.tuning.type}': its prefixes reach the model as a "
-                "KV cache, which checkpointing's recomputation drops; leave it auto or false"
+                f"{self.method.hyperparameters_field}.gradient_checkpointing cannot be true "
+                f"with tuning '{self.tuning.type}': its prefixes reach the model as a KV "
+                "cache, which checkpointing's recomputation drops; leave it auto or false"
             )
         return self
 
@@ -136,62 +131,28 @@ class JobSpec(SpecModel):
         """The deprecated top-level hyperparameters join the method's: neither is dropped;
         a value both set, differently, is a contradiction the user must settle."""
         assert self.hyperparameters is not None
-        config = getattr(self.method, self.method.type)
-        if isinstance(self.method, RLHFMethod):
-            config = self.method.rlhf.sft  # the stage OpenAI's fields describe
-        if not hasattr(config, "hyperparameters"):
-            raise ValueError(f"hyperparameters cannot be used with method "
-                             f"'{self.method.type}'; set them in the method")
-        own = config.hyperparameters.model_dump(exclude_unset=True)
+        method_hyperparameters = self.method.hyperparameters
+        own = method_hyperparameters.model_dump(exclude_unset=True)
         top = self.hyperparameters.model_dump(exclude_unset=True)
         clashes = sorted(k for k in own.keys() & top.keys() if own[k] != top[k])
         if clashes:
             raise ValueError(
                 f"hyperparameters.{clashes[0]} differs from the method's: the deprecated "
-                f"top-level hyperparameters and method.{self.method.type}.hyperparameters "
+                f"top-level hyperparameters and {self.method.hyperparameters_field} "
                 f"set {', '.join(clashes)} differently; set them in the method only")
-        config.hyperparameters = config.hyperparameters.model_copy(update=top)
-
-
-@dataclass(frozen=True)
-class FileUse:
-    """A file a job reads, the spec field that names it, and the formats that field accepts."""
-
-    field: str
-    file_id: str
-    formats: frozenset[RowFormat]
+        # In place: the models are not frozen, and the method's field holds this object.
+        for key, value in top.items():
+            setattr(method_hyperparameters, key, value)
 
 
 def file_uses(spec: JobSpec) -> list[FileUse]:
-    method = spec.method
-    uses: list[FileUse] = []
-    if spec.training_file is not None:
-        uses.append(FileUse("training_file", spec.training_file, TRAINING_FORMATS[method.type]))
-    if spec.validation_file is not None:
-        uses.append(FileUse("validation_file", spec.validation_file, TRAINING_FORMATS[method.type]))
-    if isinstance(method, MultitaskMethod):
-        uses += [
-            FileUse(f"method.multitask.tasks[{i}].file", task.file, TRAINING_FORMATS["multitask"])
-            for i, task in enumerate(method.multitask.tasks)
-        ]
-    if isinstance(method, RLHFMethod):
-        uses.append(
-            FileUse(
-                "method.rlhf.preference_file",
-                method.rlhf.preference_file,
-                TRAINING_FORMATS["reward"],
-            )
-        )
-        uses.append(
-            FileUse("method.rlhf.prompt_file", method.rlhf.prompt_file, TRAINING_FORMATS["ppo"])
-        )
-    return uses
-
-
-def method_hyperparameters(spec: JobSpec) -> Hyperparameters:
-    if isinstance(spec.method, RLHFMethod):
-        return spec.method.rlhf.sft.hyperparameters
-    return getattr(spec.method, spec.method.type).hyperparameters
+    """Every file the job reads, with the field naming it and the formats it may hold."""
+    formats = spec.method.training_formats
+    uses = [FileUse(field, file_id, formats)
+            for field, file_id in (("training_file", spec.training_file),
+                                   ("validation_file", spec.validation_file))
+            if file_id is not None]
+    return uses + spec.method.other_files()
 
 
 def reward_model_reference(spec: JobSpec) -> str | None:
@@ -199,3 +160,9 @@ def reward_model_reference(spec: JobSpec) -> str | None:
     if isinstance(spec.method, PPOMethod):
         return spec.method.ppo.reward_model.job
     return None
+
+
+def stored_spec(stored: dict[str, Any]) -> JobSpec:
+    """The spec of a job row (`Job.spec`, stored as the API accepted it), parsed: the one way
+    code outside this package reads a stored spec. Parsed as JSON, as it was accepted."""
+    return JobSpec.model_validate_json(json.dumps(stored))

@@ -4,14 +4,22 @@ As in OpenAI's API, a method's settings sit under a key named by its type:
 `{"type": "supervised", "supervised": {"hyperparameters": {...}}}`.
 """
 
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from tunesmith.spec.base import ID_LENGTH, MAX_COEFFICIENT, MAX_STEPS, NAME_LENGTH, SpecModel
+from tunesmith.spec.base import (
+    ID_LENGTH,
+    MAX_COEFFICIENT,
+    MAX_STEPS,
+    NAME_LENGTH,
+    SpecModel,
+    TypedSpec,
+)
 from tunesmith.spec.data_formats import RowFormat
 from tunesmith.spec.hyperparameters import Auto, Hyperparameters
-from tunesmith.spec.tunings import PROMPT_LEARNING
+from tunesmith.spec.tunings import TUNING_CLASSES, TuningSpec
 
 
 class _Config(SpecModel):
@@ -137,111 +145,170 @@ class GRPOConfig(_Config):
     reward: GRPOReward = Field(default_factory=GRPOReward)
 
 
-class SupervisedMethod(_Config):
+# What the objectives read from their training files.
+SUPERVISED_FORMATS = frozenset({RowFormat.messages, RowFormat.sharegpt,
+                                RowFormat.prompt_completion, RowFormat.alpaca})
+PREFERENCE_FORMATS = frozenset({RowFormat.preference, RowFormat.openai_preference})
+PROMPT_FORMATS = frozenset({RowFormat.prompt, RowFormat.prompt_completion, RowFormat.preference})
+
+
+@dataclass(frozen=True)
+class FileUse:
+    """A file a job reads, the spec field that names it, and the formats that field accepts."""
+
+    field: str
+    file_id: str
+    formats: frozenset[RowFormat]
+
+
+class MethodSpec(TypedSpec):
+    """What every objective declares once, on its own class (peft's config pattern): its
+    public type, the formats of its training file, the tunings and quantisation it works
+    with, its stages, and where its hyperparameters sit. Adding an objective is one class
+    here (plus its worker module); nothing else lists objectives by name."""
+
+    # The row formats its training_file (and validation_file) may hold.
+    training_formats: ClassVar[frozenset[RowFormat]]
+    # Reward models and PPO/DPO/GRPO policies need weights that change: prompt learning and
+    # our bottleneck adapters are not wired through those trainers.
+    needs_weight_tuning: ClassVar[bool]
+    # Its models load through the one quantised path (PPO/RLHF/GRPO load several bases,
+    # which that path does not quantise).
+    quantizable: ClassVar[bool]
+    # The stages one job runs, each as the job of another objective would (() for one).
+    stages: ClassVar[tuple[str, ...]]
+    # OpenAI's job object knows this type (the others appear under `objective` only).
+    openai: ClassVar[bool]
+    # Sequences per training row whose memory the worker plans (micro-batches, checkpointing):
+    # 1, or 2 for preference pairs; None where the objective sizes its own batches around
+    # generation (GRPO, PPO) or runs stages that plan their own.
+    planned_sequences: ClassVar[int | None]
+
+    def __init_subclass__(cls, *, formats: frozenset[RowFormat] = SUPERVISED_FORMATS,
+                          weights_only: bool = False, quantizable: bool = False,
+                          stages: tuple[str, ...] = (), openai: bool = False,
+                          planned: int | None = None, **kwargs: Any) -> None:
+        """The facts, given in the class statement: `class X(MethodSpec, openai=True)`."""
+        super().__init_subclass__(**kwargs)
+        cls.training_formats, cls.needs_weight_tuning = formats, weights_only
+        cls.quantizable, cls.stages, cls.openai = quantizable, stages, openai
+        cls.planned_sequences = planned
+
+    @classmethod
+    def tunings(cls) -> frozenset[str]:
+        """The tuning types this objective trains with."""
+        return frozenset(t.type_name() for t in TUNING_CLASSES
+                         if t.changes_weights or not cls.needs_weight_tuning)
+
+    @classmethod
+    def supports(cls, tuning: type[TuningSpec]) -> bool:
+        return tuning.type_name() in cls.tunings()
+
+    @property
+    def config(self) -> SpecModel:
+        """The settings under the key named by the type (`method.<type>`)."""
+        config = getattr(self, self.type_name())
+        assert isinstance(config, SpecModel)
+        return config
+
+    @property
+    def hyperparameters(self) -> Hyperparameters:
+        """The hyperparameters OpenAI's fields describe (the deprecated top-level ones merge
+        into these; for a staged method, its first stage's)."""
+        hyperparameters = getattr(self.config, "hyperparameters", None)
+        assert isinstance(hyperparameters, Hyperparameters)
+        return hyperparameters
+
+    @property
+    def hyperparameters_field(self) -> str:
+        """Where `hyperparameters` sit in the job body, for error messages."""
+        return f"method.{self.type_name()}.hyperparameters"
+
+    def other_files(self) -> list[FileUse]:
+        """Files the method names besides training_file and validation_file."""
+        return []
+
+
+class SupervisedMethod(MethodSpec, quantizable=True, openai=True, planned=1):
     """Instruction fine-tuning (SFT) with trl's SFTTrainer."""
 
     type: Literal["supervised"] = "supervised"
     supervised: SupervisedConfig = Field(default_factory=SupervisedConfig)
 
 
-class PretrainingMethod(_Config):
+class PretrainingMethod(MethodSpec, formats=frozenset({RowFormat.text}), quantizable=True,
+                        planned=1):
     """Domain-adaptive pretraining: causal LM on raw in-domain text."""
 
     type: Literal["pretraining"] = "pretraining"
     pretraining: PretrainingConfig = Field(default_factory=PretrainingConfig)
 
 
-class MultitaskMethod(_Config):
+class MultitaskMethod(MethodSpec, quantizable=True, planned=1):
     """Multi-task fine-tuning: SFT on a weighted mixture of named tasks."""
 
     type: Literal["multitask"] = "multitask"
     multitask: MultitaskConfig
 
+    def other_files(self) -> list[FileUse]:
+        return [FileUse(f"method.multitask.tasks[{i}].file", task.file, self.training_formats)
+                for i, task in enumerate(self.multitask.tasks)]
 
-class RewardMethod(_Config):
+
+class RewardMethod(MethodSpec, formats=PREFERENCE_FORMATS, weights_only=True, planned=2):
     """RLHF stage 2: a reward model trained on preference pairs."""
 
     type: Literal["reward"] = "reward"
     reward: RewardConfig = Field(default_factory=RewardConfig)
 
 
-class PPOMethod(_Config):
+class PPOMethod(MethodSpec, formats=PROMPT_FORMATS, weights_only=True):
     """RLHF stage 3: PPO against a reward model."""
 
     type: Literal["ppo"] = "ppo"
     ppo: PPOConfig
 
 
-class RLHFMethod(_Config):
+class RLHFMethod(MethodSpec, weights_only=True,
+                 stages=("sft", "reward", "ppo")):
     """RLHF whole: SFT, then a reward model, then PPO, each stage's artifact kept."""
 
     type: Literal["rlhf"] = "rlhf"
     rlhf: RLHFConfig
 
+    @property
+    def hyperparameters(self) -> Hyperparameters:
+        return self.rlhf.sft.hyperparameters  # the stage OpenAI's fields describe
 
-class DPOMethod(_Config):
+    @property
+    def hyperparameters_field(self) -> str:
+        return "method.rlhf.sft.hyperparameters"
+
+    def other_files(self) -> list[FileUse]:
+        return [FileUse("method.rlhf.preference_file", self.rlhf.preference_file,
+                        RewardMethod.training_formats),
+                FileUse("method.rlhf.prompt_file", self.rlhf.prompt_file,
+                        PPOMethod.training_formats)]
+
+
+class DPOMethod(MethodSpec, formats=PREFERENCE_FORMATS, weights_only=True,
+                quantizable=True, openai=True, planned=2):
     """Direct preference optimisation (beyond the seed): preferences without RL."""
 
     type: Literal["dpo"] = "dpo"
     dpo: DPOConfig = Field(default_factory=DPOConfig)
 
 
-class GRPOMethod(_Config):
+class GRPOMethod(MethodSpec, formats=frozenset({RowFormat.prompt}), weights_only=True):
     """Group relative policy optimisation (beyond the seed): RL with a verifiable reward."""
 
     type: Literal["grpo"] = "grpo"
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
 
 
-Method = Annotated[
-    SupervisedMethod
-    | PretrainingMethod
-    | MultitaskMethod
-    | RewardMethod
-    | PPOMethod
-    | RLHFMethod
-    | DPOMethod
-    | GRPOMethod,
-    Field(discriminator="type"),
-]
-
-METHOD_CLASSES: tuple[type[_Config], ...] = (
-    SupervisedMethod,
-    PretrainingMethod,
-    MultitaskMethod,
-    RewardMethod,
-    PPOMethod,
-    RLHFMethod,
-    DPOMethod,
-    GRPOMethod,
-)
-
-WEIGHT_TUNINGS = frozenset({"full", "lora", "qlora"})
-ALL_TUNINGS = WEIGHT_TUNINGS | {"adapter"} | PROMPT_LEARNING
-
-# What each objective reads from its training file, and which tunings it works with.
-SUPERVISED_FORMATS = frozenset({RowFormat.messages, RowFormat.sharegpt,
-                                RowFormat.prompt_completion, RowFormat.alpaca})
-PREFERENCE_FORMATS = frozenset({RowFormat.preference, RowFormat.openai_preference})
-TRAINING_FORMATS: dict[str, frozenset[RowFormat]] = {
-    "supervised": SUPERVISED_FORMATS,
-    "pretraining": frozenset({RowFormat.text}),
-    "multitask": SUPERVISED_FORMATS,
-    "reward": PREFERENCE_FORMATS,
-    "ppo": frozenset({RowFormat.prompt, RowFormat.prompt_completion, RowFormat.preference}),
-    "rlhf": SUPERVISED_FORMATS,
-    "dpo": PREFERENCE_FORMATS,
-    "grpo": frozenset({RowFormat.prompt}),
-}
-SUPPORTED_TUNINGS: dict[str, frozenset[str]] = {
-    "supervised": ALL_TUNINGS,
-    "pretraining": ALL_TUNINGS,
-    "multitask": ALL_TUNINGS,
-    # A reward model and PPO's policy/value heads need weights that change; prompt
-    # learning and our bottleneck adapters are not wired through those trainers.
-    "reward": WEIGHT_TUNINGS,
-    "ppo": WEIGHT_TUNINGS,
-    "rlhf": WEIGHT_TUNINGS,
-    "dpo": WEIGHT_TUNINGS,
-    "grpo": WEIGHT_TUNINGS,
-}
+Method = Annotated[SupervisedMethod | PretrainingMethod | MultitaskMethod | RewardMethod
+                   | PPOMethod | RLHFMethod | DPOMethod | GRPOMethod,
+                   Field(discriminator="type")]
+# The classes of the union, in its order: the list every registry and test walks.
+METHOD_CLASSES: tuple[type[MethodSpec], ...] = get_args(get_args(Method)[0])
+QUANTIZABLE_OBJECTIVES = frozenset(m.type_name() for m in METHOD_CLASSES if m.quantizable)

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from tunesmith.spec.base import SpecModel
+from tunesmith.spec.objectives import QUANTIZABLE_OBJECTIVES
+from tunesmith.spec.tunings import TUNING_CLASSES
 
 
 class _Quantization(SpecModel):
@@ -47,14 +49,8 @@ QUANTIZATION_CLASSES: tuple[type[_Quantization], ...] = (
     Bnb4bitQuantization, Bnb8bitQuantization, GptqQuantization)
 METHODS = ("bnb_nf4", "bnb_fp4", "bnb_int8", "gptq")
 
-# Tunings that can sit on a quantised base: each trains parameters of its own in full
-# precision. Full fine-tuning cannot (quantised weights have no gradient), and `qlora`
-# already names its own quantisation.
-QUANTIZABLE_TUNINGS = frozenset({"lora", "adapter", "prefix", "p_tuning_v2", "p_tuning",
-                                 "prompt"})
-# Objectives whose models load through the one quantised path (the policy, reward and value
-# models of PPO/RLHF/GRPO load several bases, which this does not quantise).
-QUANTIZABLE_OBJECTIVES = frozenset({"supervised", "pretraining", "multitask", "dpo"})
+# Each tuning and objective declares whether it takes a quantised base (its spec class).
+QUANTIZABLE_TUNINGS = frozenset(t.type_name() for t in TUNING_CLASSES if t.quantizable)
 
 
 def refusal(method: str, tuning: str, objective: str) -> str | None:
@@ -66,6 +62,10 @@ def refusal(method: str, tuning: str, objective: str) -> str | None:
     if tuning == "qlora":
         return ("quantization cannot be used with tuning 'qlora', which names its own "
                 "(bits, quant_type); use tuning 'lora' with this quantization instead")
+    if tuning not in QUANTIZABLE_TUNINGS:
+        return (f"quantization cannot be used with tuning '{tuning}', which has not been "
+                "wired to a quantised base; use one of "
+                + ", ".join(sorted(QUANTIZABLE_TUNINGS)))
     if objective not in QUANTIZABLE_OBJECTIVES:
         return (f"quantization cannot be used with method '{objective}', which loads "
                 "several models; use one of " + ", ".join(sorted(QUANTIZABLE_OBJECTIVES)))

@@ -24,12 +24,12 @@ from trl import GRPOConfig, GRPOTrainer
 from tunesmith.spec.objectives import GRPOMethod
 from worker.context import JobContext
 from worker.failures import InvalidData
-from worker.modeling import count_parameters, load_model, load_tokenizer
+from worker.modeling import load_tokenizer
 from worker.registry import register_objective
 from worker.rl.prompts import as_user_turn, row_prompt
 from worker.rl.rewards import REWARD_FUNCTIONS
 from worker.saving import save_result
-from worker.training import run_trainer, setup, trainer_arguments
+from worker.training import run_trainer, setup, trainable_model, trainer_arguments
 
 COMPLETIONS_PER_STEP = 8  # what "auto" batch_size aims at
 REFERENCE_ADAPTER = "ref"  # the name trl gives its copy of the starting adapter
@@ -48,10 +48,8 @@ def grpo_rows(rows: list[dict[str, Any]], tokenizer: Any, field: str) -> list[di
     return out
 
 
-@register_objective("grpo")
-def run(ctx: JobContext) -> None:
-    method = ctx.spec.method
-    assert isinstance(method, GRPOMethod)
+@register_objective(GRPOMethod)
+def run(ctx: JobContext, method: GRPOMethod) -> None:
     config = method.grpo
     hp = config.hyperparameters
 
@@ -67,16 +65,11 @@ def run(ctx: JobContext) -> None:
     grpo = {"num_generations": hp.num_generations,
             "max_completion_length": hp.max_completion_length, "beta": hp.beta,
             "temperature": hp.temperature, "reward": config.reward.type}
-    if not ctx.stage:
-        ctx.update_job(hyperparameters={**job.hp.as_dict(), **grpo})
+    ctx.record_hyperparameters({**job.hp.as_dict(), **grpo})
     ctx.event(f"GRPO: {job.hp.batch_size} prompts x {hp.num_generations} completions per "
               f"step, reward {config.reward.type}", data={"grpo": grpo})
 
-    model = load_model(ctx, job.plan, ctx.spec.tuning, precision=job.hp.precision)
-    model = job.plan.apply(model, ctx.spec.tuning, "causal_lm", ctx)
-    trainable, total = count_parameters(model)
-    ctx.event(f"Model {ctx.spec.model}: {trainable:,} of {total:,} parameters train",
-              data={"trainable_parameters": trainable, "total_parameters": total})
+    model = trainable_model(ctx, job)
 
     completions = job.hp.batch_size * hp.num_generations
     args = trainer_arguments(

@@ -16,7 +16,7 @@ from trl import SFTConfig
 from tunesmith.spec.objectives import MultitaskMethod
 from worker.context import JobContext
 from worker.failures import InvalidData
-from worker.modeling import count_parameters, load_model, load_tokenizer
+from worker.modeling import load_tokenizer
 from worker.registry import register_objective
 from worker.saving import save_result
 from worker.sft_data import must_split, sft_loss_options, to_sft_row
@@ -28,16 +28,14 @@ from worker.task_mixture import (
     shares,
     unify_shapes,
 )
-from worker.training import run_trainer, setup, trainer_arguments
+from worker.training import run_trainer, setup, trainable_model, trainer_arguments
 
 # Rows per task in each loss measurement: enough for a steady mean, cheap next to training.
 MEASURED_ROWS_PER_TASK = 64
 
 
-@register_objective("multitask")
-def run(ctx: JobContext) -> None:
-    method = ctx.spec.method
-    assert isinstance(method, MultitaskMethod)
+@register_objective(MultitaskMethod)
+def run(ctx: JobContext, method: MultitaskMethod) -> None:
     config = method.multitask
 
     tokenizer = load_tokenizer(ctx)
@@ -77,11 +75,7 @@ def run(ctx: JobContext) -> None:
 
     job = setup(ctx, config.hyperparameters, rows=len(mixture),
                 model_max_length=tokenizer.model_max_length)
-    model = load_model(ctx, job.plan, ctx.spec.tuning, precision=job.hp.precision)
-    model = job.plan.apply(model, ctx.spec.tuning, "causal_lm", ctx)
-    trainable, total = count_parameters(model)
-    ctx.event(f"Model {ctx.spec.model}: {trainable:,} of {total:,} parameters train",
-              data={"trainable_parameters": trainable, "total_parameters": total})
+    model = trainable_model(ctx, job)
 
     # Each task's loss is measured on (the first rows of) its own data; the validation file,
     # if any, gives eval_loss the same way.

@@ -29,10 +29,9 @@ from typing import Any
 from tunesmith.spec.objectives import PPOHyperparameters, PPOMethod
 from worker.context import JobContext
 from worker.hyperparameters import Resolved
-from worker.modeling import count_parameters, load_model, load_tokenizer
+from worker.modeling import count_parameters, frozen, load_model, load_tokenizer
 from worker.registry import TuningPlan, register_objective
 from worker.rl.checkpoints import load_checkpoint, save_checkpoint
-from worker.rl.loading import frozen, load_pretrained
 from worker.rl.ppo import PPOSettings, train_ppo
 from worker.rl.prompts import policy_prompts
 from worker.rl.reward_model import RewardScorer, load_reward_tokenizer, reward_model_location
@@ -40,10 +39,8 @@ from worker.saving import save_result
 from worker.training import setup
 
 
-@register_objective("ppo")
-def run(ctx: JobContext) -> None:
-    method = ctx.spec.method
-    assert isinstance(method, PPOMethod)
+@register_objective(PPOMethod)
+def run(ctx: JobContext, method: PPOMethod) -> None:
     config = method.ppo
     train_policy(ctx, ctx.rows(ctx.spec.training_file), config.hyperparameters,
                  reward_model=reward_model_location(config.reward_model))
@@ -63,19 +60,15 @@ def train_policy(ctx: JobContext, rows: list[dict[str, Any]], hp: PPOHyperparame
     save_every = hp.save_steps if hp.save_steps != "auto" else max(1, math.ceil(num_updates / 5))
     resolved = {**job.hp.as_dict(), **asdict(settings), "total_steps": num_updates,
                 "save_steps": save_every, "logging_steps": 1}
-    if ctx.stage:
-        ctx.record_stage_hyperparameters(resolved)
-    else:
-        ctx.update_job(hyperparameters=resolved)
-    ctx.event(f"{_prefix(ctx)}PPO: {num_updates} updates of {settings.rollout_batch_size} "
+    ctx.record_hyperparameters(resolved)
+    ctx.event(f"PPO: {num_updates} updates of {settings.rollout_batch_size} "
               f"prompts ({settings.total_episodes} episodes), {settings.ppo_epochs} passes in "
               f"mini-batches of {settings.mini_batch_size}, kl_coef={settings.kl_coef}",
-              data={"ppo": asdict(settings), "total_steps": num_updates,
-                    "stage": ctx.stage or None})
+              data={"ppo": asdict(settings), "total_steps": num_updates})
 
     reward_tokenizer = load_reward_tokenizer(reward_model, tokenizer)
     scorer = RewardScorer(
-        frozen(load_pretrained(ctx, job.plan, reward_model, precision=job.hp.precision,
+        frozen(load_model(ctx, job.plan, folder=reward_model, precision=job.hp.precision,
                                task="seq_cls", tokenizer=reward_tokenizer)),
         reward_tokenizer, prompts, batch_size=settings.mini_batch_size)
     policy, reference = load_policy(ctx, job.plan, precision=job.hp.precision,
@@ -85,7 +78,7 @@ def train_policy(ctx: JobContext, rows: list[dict[str, Any]], hp: PPOHyperparame
                              init_from=reward_model if same_vocabulary else None)
     trainable, total = count_parameters(policy)
     value_trainable, _ = count_parameters(value)
-    ctx.event(f"{_prefix(ctx)}Policy {ctx.spec.model}: {trainable:,} of {total:,} parameters "
+    ctx.event(f"Policy {ctx.spec.model}: {trainable:,} of {total:,} parameters "
               f"train; value model: {value_trainable:,} (initialised from "
               f"{'the reward model' if same_vocabulary else 'the base model'})",
               data={"trainable_parameters": trainable, "total_parameters": total,
@@ -99,10 +92,10 @@ def train_policy(ctx: JobContext, rows: list[dict[str, Any]], hp: PPOHyperparame
         state, optimizer_state = load_checkpoint(resume, models)
         start, tokens = int(state["global_step"]), int(state.get("trained_tokens", 0))
         ctx.event(f"Resuming from {resume.name}", level="warn",
-                  data={"resume_from_step": start, "stage": ctx.stage or None})
+                  data={"resume_from_step": start})
     where = f" from step {start}" if start else ""
-    ctx.event(f"{_prefix(ctx)}Training{where} to step {num_updates}",
-              data={"step": start, "total_steps": num_updates, "stage": ctx.stage or None})
+    ctx.event(f"Training{where} to step {num_updates}",
+              data={"step": start, "total_steps": num_updates})
 
     events = PPOEvents(ctx, models, total_steps=num_updates, save_every=save_every,
                        prompts=len(prompts), start_episode=start * settings.rollout_batch_size,
@@ -144,7 +137,7 @@ def load_policy(ctx: JobContext, plan: TuningPlan, *, precision: str,
     tuning = ctx.spec.tuning
 
     def fresh() -> Any:
-        return plan.apply(load_model(ctx, plan, tuning, precision=precision), tuning,
+        return plan.apply(load_model(ctx, plan, precision=precision), tuning,
                           "causal_lm", ctx)
 
     if start_from is None:
@@ -165,7 +158,7 @@ def load_policy(ctx: JobContext, plan: TuningPlan, *, precision: str,
                 raise RuntimeError(f"the adapter in {start_from.name} does not fit the tuning: "
                                    f"{result.unexpected_keys[:5]}")
         return policy, frozen(reference)
-    policy = plan.apply(load_pretrained(ctx, plan, start_from, precision=precision), tuning,
+    policy = plan.apply(load_model(ctx, plan, folder=start_from, precision=precision), tuning,
                         "causal_lm", ctx)
     return policy, frozen(copy.deepcopy(policy))
 
@@ -174,10 +167,10 @@ def load_value_model(ctx: JobContext, plan: TuningPlan, *, precision: str, token
                      init_from: str | None) -> Any:
     tuning = ctx.spec.tuning
     if init_from is not None:
-        model = load_pretrained(ctx, plan, init_from, precision=precision, task="seq_cls",
+        model = load_model(ctx, plan, folder=init_from, precision=precision, task="seq_cls",
                                 tokenizer=tokenizer)
     else:
-        model = load_model(ctx, plan, tuning, precision=precision, task="seq_cls",
+        model = load_model(ctx, plan, precision=precision, task="seq_cls",
                            tokenizer=tokenizer)
     return plan.apply(model, tuning, "seq_cls", ctx)
 
@@ -186,10 +179,6 @@ def unwrap(model: Any) -> Any:
     """The transformers model inside a PEFT wrapper (LoRA layers are injected in place, so
     it still trains them): train_ppo reads its backbone and `score` head by name."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _prefix(ctx: JobContext) -> str:
-    return f"{ctx.stage}: " if ctx.stage else ""
 
 
 class PPOEvents:
@@ -211,11 +200,8 @@ class PPOEvents:
         data: dict[str, Any] = {"step": step, "episode": episode,
                                 "epoch": round(episode / self.prompts, 4)}
         data.update({k: v for k, v in logs.items() if k not in ("step", "episode")})
-        if self.ctx.stage:
-            data["stage"] = self.ctx.stage
         self.tokens += round(logs["response_length"] * (episode - self.episode))
         progress = {"step": step, "total_steps": self.total_steps, "epoch": data["epoch"],
-                    "stage": self.ctx.stage or None,
                     "steps_per_second": round(1 / max(now - self.clock, 1e-9), 4)}
         self.ctx.metrics(data, progress=progress, trained_tokens=self.tokens or None)
         self.last, self.episode, self.clock = data, episode, now

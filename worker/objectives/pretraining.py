@@ -17,17 +17,15 @@ from trl import SFTConfig, SFTTrainer
 
 from tunesmith.spec.objectives import PretrainingMethod
 from worker.context import JobContext
-from worker.modeling import count_parameters, load_model, load_tokenizer
+from worker.modeling import load_tokenizer
 from worker.registry import register_objective
 from worker.saving import save_result
 from worker.text_corpus import token_lengths, wrapped_block_count
-from worker.training import run_trainer, setup, trainer_arguments
+from worker.training import run_trainer, setup, trainable_model, trainer_arguments
 
 
-@register_objective("pretraining")
-def run(ctx: JobContext) -> None:
-    method = ctx.spec.method
-    assert isinstance(method, PretrainingMethod)
+@register_objective(PretrainingMethod)
+def run(ctx: JobContext, method: PretrainingMethod) -> None:
     config = method.pretraining
 
     tokenizer = load_tokenizer(ctx)
@@ -62,11 +60,7 @@ def run(ctx: JobContext) -> None:
                         "tokens_per_epoch": kept, "rows_truncated": long_rows,
                         "max_seq_length": length, "packing": None})
 
-    model = load_model(ctx, job.plan, ctx.spec.tuning, precision=job.hp.precision)
-    model = job.plan.apply(model, ctx.spec.tuning, "causal_lm", ctx)
-    trainable, total = count_parameters(model)
-    ctx.event(f"Model {ctx.spec.model}: {trainable:,} of {total:,} parameters train",
-              data={"trainable_parameters": trainable, "total_parameters": total})
+    model = trainable_model(ctx, job)
 
     args = trainer_arguments(
         ctx, job.hp, SFTConfig, max_length=length, dataset_text_field="text",

@@ -24,34 +24,23 @@ from datasets import Dataset
 from trl import RewardConfig, RewardTrainer
 
 from tunesmith.spec.objectives import RewardMethod
+from tunesmith.spec.tunings import FullTuning
 from worker.context import JobContext
-from worker.modeling import count_parameters, load_model, load_tokenizer, torch_dtype
-from worker.preference_data import check_pairs_fit, job_pairs
+from worker.modeling import torch_dtype
+from worker.preference_data import prepare_pairs_job
 from worker.registry import TuningPlan, register_objective, tuning
 from worker.saving import save_result
-from worker.training import run_trainer, setup, trainer_arguments
+from worker.training import run_trainer, trainable_model, trainer_arguments
 
 REWARD_MODEL_ARTIFACT = "reward_model"
 
 
-@register_objective("reward")
-def run(ctx: JobContext) -> None:
-    method = ctx.spec.method
-    assert isinstance(method, RewardMethod)
-    config = method.reward
-
-    tokenizer = load_tokenizer(ctx)
-    rows, eval_rows = job_pairs(ctx, tokenizer)
-
-    job = setup(ctx, config.hyperparameters, rows=len(rows),
-                model_max_length=tokenizer.model_max_length)
-    model = load_model(ctx, job.plan, ctx.spec.tuning, precision=job.hp.precision,
-                       task="seq_cls", tokenizer=tokenizer)
-    model = job.plan.apply(model, ctx.spec.tuning, "seq_cls", ctx)
-    trainable, total = count_parameters(model)
-    ctx.event(f"Reward model from {ctx.spec.model}: {trainable:,} of {total:,} parameters "
-              "train (score head included)",
-              data={"trainable_parameters": trainable, "total_parameters": total})
+@register_objective(RewardMethod)
+def run(ctx: JobContext, method: RewardMethod) -> None:
+    pairs = prepare_pairs_job(ctx, method.reward.hyperparameters)
+    tokenizer, rows, eval_rows, job = pairs.tokenizer, pairs.rows, pairs.eval_rows, pairs.job
+    model = trainable_model(ctx, job, task="seq_cls", tokenizer=tokenizer,
+                            what="Reward model from", note=" (score head included)")
 
     args = trainer_arguments(
         ctx, job.hp, RewardConfig, max_length=job.hp.max_seq_length,
@@ -62,14 +51,8 @@ def run(ctx: JobContext) -> None:
                             processing_class=tokenizer)
     keep_score_head_in_model_dtype(model, torch_dtype(job.hp.precision))
     # RewardTrainer silently drops pairs whose prompt + response exceeds max_length.
-    reason = (f"prompt + response is longer than max_seq_length={job.hp.max_seq_length} "
-              "tokens")
-    check_pairs_fit(ctx, len(trainer.train_dataset), len(rows),
-                    max_seq_length=job.hp.max_seq_length, reason=reason)
-    if eval_rows:
-        check_pairs_fit(ctx, len(trainer.eval_dataset), len(eval_rows),
-                        max_seq_length=job.hp.max_seq_length, reason=reason,
-                        field="validation_file")
+    pairs.check_kept(ctx, trainer, reason="prompt + response is longer than "
+                     f"max_seq_length={job.hp.max_seq_length} tokens")
     if run_trainer(ctx, trainer):
         save_reward_model(ctx, job.plan, model, tokenizer)
 
@@ -90,5 +73,5 @@ def save_reward_model(ctx: JobContext, plan: TuningPlan, model: Any, tokenizer: 
         # Merging folds the low-rank updates into the weights and puts the trained score
         # head (a modules_to_save copy) in place of the untrained one.
         model = model.merge_and_unload()
-    save_result(ctx, tuning("full"), model, tokenizer, name=REWARD_MODEL_ARTIFACT,
+    save_result(ctx, tuning(FullTuning), model, tokenizer, name=REWARD_MODEL_ARTIFACT,
                 task="seq_cls")

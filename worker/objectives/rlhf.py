@@ -29,7 +29,7 @@ from worker.objectives.ppo import train_policy
 from worker.objectives.reward import REWARD_MODEL_ARTIFACT
 from worker.registry import register_objective
 
-STAGES = ("sft", "reward", "ppo")
+STAGES = RLHFMethod.stages
 DESCRIPTIONS = {
     "sft": "supervised fine-tuning on training_file",
     "reward": "reward model on method.rlhf.preference_file",
@@ -37,23 +37,22 @@ DESCRIPTIONS = {
 }
 
 
-@register_objective("rlhf")
-def run(ctx: JobContext) -> None:
-    method = ctx.spec.method
-    assert isinstance(method, RLHFMethod)
+@register_objective(RLHFMethod)
+def run(ctx: JobContext, method: RLHFMethod) -> None:
     config = method.rlhf
-
-    sft = stage_context(ctx, "sft", method=SupervisedMethod(supervised=config.sft))
-    if not run_stage(sft, lambda: supervised.run(sft)):
+    sft_method = SupervisedMethod(supervised=config.sft)
+    sft = stage_context(ctx, "sft", method=sft_method)
+    if not run_stage(ctx, sft, lambda: supervised.run(sft, sft_method)):
         return
-    preferences = stage_context(ctx, "reward", method=RewardMethod(reward=config.reward),
+    reward_method = RewardMethod(reward=config.reward)
+    preferences = stage_context(ctx, "reward", method=reward_method,
                                 training_file=config.preference_file, validation_file=None)
-    if not run_stage(preferences, lambda: reward.run(preferences)):
+    if not run_stage(ctx, preferences, lambda: reward.run(preferences, reward_method)):
         return
     ppo = stage_context(ctx, "ppo")
-    run_stage(ppo, lambda: ppo_stage(ppo, config, sft_result=stage_result(sft),
-                                     reward_model=preferences.artifacts_dir / "reward"
-                                     / REWARD_MODEL_ARTIFACT))
+    run_stage(ctx, ppo, lambda: ppo_stage(ppo, config, sft_result=stage_result(sft),
+                                          reward_model=preferences.artifacts_dir / "reward"
+                                          / REWARD_MODEL_ARTIFACT))
 
 
 def ppo_stage(ctx: JobContext, config: RLHFConfig, *, sft_result: Path,
@@ -78,15 +77,16 @@ def _marker(ctx: JobContext) -> Path:
     return ctx.job_dir / "stages" / f"{ctx.stage}.json"
 
 
-def run_stage(ctx: JobContext, train: Callable[[], object]) -> bool:
-    """Run one stage unless a previous attempt finished it. False if the job was stopped."""
+def run_stage(job: JobContext, ctx: JobContext, train: Callable[[], object]) -> bool:
+    """Run one stage (`ctx`) unless a previous attempt finished it. False if the job was
+    stopped. The stage's start and end are the job's events (`job`), not the stage's."""
     number = STAGES.index(ctx.stage) + 1
     data = {"stage": ctx.stage, "stage_number": number, "stages": len(STAGES)}
     if _marker(ctx).is_file():
-        ctx.event(f"Stage {number} of {len(STAGES)}: {ctx.stage} finished on an earlier "
+        job.event(f"Stage {number} of {len(STAGES)}: {ctx.stage} finished on an earlier "
                   "attempt; its artifacts are kept", data={**data, "skipped": True})
         return True
-    ctx.event(f"Stage {number} of {len(STAGES)}: {ctx.stage} ({DESCRIPTIONS[ctx.stage]})",
+    job.event(f"Stage {number} of {len(STAGES)}: {ctx.stage} ({DESCRIPTIONS[ctx.stage]})",
               data=data)
     train()
     if ctx.stop.is_set():
@@ -95,6 +95,6 @@ def run_stage(ctx: JobContext, train: Callable[[], object]) -> bool:
                        for p in (ctx.artifacts_dir / ctx.stage).rglob("*") if p.is_file())
     _marker(ctx).parent.mkdir(parents=True, exist_ok=True)
     _marker(ctx).write_text(json.dumps({"stage": ctx.stage, "artifacts": artifacts}))
-    ctx.event(f"Stage {number} of {len(STAGES)}: {ctx.stage} done",
+    job.event(f"Stage {number} of {len(STAGES)}: {ctx.stage} done",
               data={**data, "done": True, "artifacts": len(artifacts)})
     return True

@@ -7,17 +7,15 @@ from tunesmith.spec.objectives import SupervisedMethod
 from worker.batching import ModelShape, choose_layout, padding_free_collator
 from worker.context import JobContext
 from worker.length_check import report_truncation, row_lengths
-from worker.modeling import count_parameters, load_model, load_tokenizer
+from worker.modeling import count_parameters, load_tokenizer
 from worker.registry import register_objective
 from worker.saving import save_result
 from worker.sft_data import must_split, sft_loss_options, to_sft_row
-from worker.training import run_trainer, setup, trainer_arguments
+from worker.training import run_trainer, setup, trainable_model, trainer_arguments
 
 
-@register_objective("supervised")
-def run(ctx: JobContext) -> None:
-    method = ctx.spec.method
-    assert isinstance(method, SupervisedMethod)
+@register_objective(SupervisedMethod)
+def run(ctx: JobContext, method: SupervisedMethod) -> None:
     config = method.supervised
 
     tokenizer = load_tokenizer(ctx)
@@ -30,11 +28,8 @@ def run(ctx: JobContext) -> None:
 
     job = setup(ctx, config.hyperparameters, rows=len(rows),
                 model_max_length=tokenizer.model_max_length)
-    model = load_model(ctx, job.plan, ctx.spec.tuning, precision=job.hp.precision)
-    model = job.plan.apply(model, ctx.spec.tuning, "causal_lm", ctx)
+    model = trainable_model(ctx, job)
     trainable, total = count_parameters(model)
-    ctx.event(f"Model {ctx.spec.model}: {trainable:,} of {total:,} parameters train",
-              data={"trainable_parameters": trainable, "total_parameters": total})
 
     lengths = row_lengths(tokenizer, rows)
     report_truncation(ctx, lengths, job.hp.max_seq_length)

@@ -13,7 +13,7 @@ from typing import Any
 
 from tunesmith.spec.tunings import AdapterTuning
 from worker.context import JobContext
-from worker.registry import TuningPlan, register_tuning
+from worker.registry import ModelTask, TuningPlan, register_tuning
 from worker.tunings.bottleneck import (
     ADAPTER_NAME,
     CONFIG_NAME,
@@ -43,7 +43,7 @@ def bottleneck_config(tuning: AdapterTuning) -> BottleneckConfig:
                             nonlinearity=tuning.nonlinearity, dropout=tuning.dropout)
 
 
-def apply(model: Any, tuning: AdapterTuning, task: str, ctx: JobContext) -> Any:
+def apply(model: Any, tuning: AdapterTuning, task: ModelTask, ctx: JobContext) -> Any:
     if task != "causal_lm":
         # The spec allows adapters with causal-LM objectives only; a head would need saving too.
         raise ValueError(f"adapter tuning trains causal language models, not {task!r} models")
@@ -61,7 +61,7 @@ def apply(model: Any, tuning: AdapterTuning, task: str, ctx: JobContext) -> Any:
     return model
 
 
-def save(model: Any, tokenizer: Any, folder: Path, task: str, ctx: JobContext) -> str:
+def save(model: Any, tokenizer: Any, folder: Path, task: ModelTask, ctx: JobContext) -> str:
     tuning = ctx.spec.tuning
     assert isinstance(tuning, AdapterTuning)
     save_bottleneck_adapters(model, folder, bottleneck_config(tuning),
@@ -72,9 +72,4 @@ def save(model: Any, tokenizer: Any, folder: Path, task: str, ctx: JobContext) -
     return "bottleneck_adapter"
 
 
-register_tuning(TuningPlan(
-    name="adapter", load_kwargs=lambda tuning, ctx: {}, apply=apply, save=save,
-    # The up-projections start near zero (an identity adapter), so they need a rate above
-    # LoRA's to leave it; LLM-Adapters (Hu et al. 2023) train bottleneck adapters at 3e-4.
-    default_learning_rate=3e-4,
-))
+register_tuning(TuningPlan(spec=AdapterTuning, apply=apply, save=save))

@@ -1,14 +1,14 @@
 """P-tuning (Liu et al. 2021): input-layer virtual tokens produced by a small MLP or LSTM."""
 
-from typing import Any
 
 from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType
 
+from tunesmith.spec.tunings import PTuningTuning
 from worker.context import JobContext
 from worker.tunings.prompt_learning import register_prompt_learning
 
 
-def _build(tuning: Any, task: TaskType, ctx: JobContext) -> PromptEncoderConfig:
+def _build(tuning: PTuningTuning, task: TaskType, ctx: JobContext) -> PromptEncoderConfig:
     return PromptEncoderConfig(
         task_type=task, num_virtual_tokens=tuning.num_virtual_tokens,
         encoder_reparameterization_type=PromptEncoderReparameterizationType(tuning.encoder_type),
@@ -16,10 +16,4 @@ def _build(tuning: Any, task: TaskType, ctx: JobContext) -> PromptEncoderConfig:
     )
 
 
-register_prompt_learning(
-    "p_tuning", _build,
-    # peft's P-tuning guide trains the prompt encoder at 1e-3: the encoder is an ordinary
-    # small network (LoRA-like rates would barely move the prompts; prompt tuning's 3e-2
-    # makes an LSTM encoder diverge).
-    default_learning_rate=1e-3,
-)
+register_prompt_learning(PTuningTuning, _build)

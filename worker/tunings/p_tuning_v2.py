@@ -4,24 +4,17 @@ In peft this is prefix tuning without the projection MLP: the per-layer key/valu
 are the parameters themselves.
 """
 
-from typing import Any
 
 from peft import PrefixTuningConfig, TaskType
 
+from tunesmith.spec.tunings import PTuningV2Tuning
 from worker.context import JobContext
 from worker.tunings.prompt_learning import register_prompt_learning
 
 
-def _build(tuning: Any, task: TaskType, ctx: JobContext) -> PrefixTuningConfig:
+def _build(tuning: PTuningV2Tuning, task: TaskType, ctx: JobContext) -> PrefixTuningConfig:
     return PrefixTuningConfig(task_type=task, num_virtual_tokens=tuning.num_virtual_tokens,
                               prefix_projection=False)
 
 
-register_prompt_learning(
-    "p_tuning_v2", _build,
-    # Liu et al. report 5e-3 to 1e-2 for deep prompts; peft's prefix-tuning guide uses 1e-2.
-    # Directly parameterised prompts need such rates to move a frozen model at all.
-    default_learning_rate=1e-2,
-    # Same KV-cache prefix as `prefix`: gradient checkpointing breaks it.
-    supports_gradient_checkpointing=False,
-)
+register_prompt_learning(PTuningV2Tuning, _build)

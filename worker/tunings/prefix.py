@@ -6,27 +6,18 @@ without the MLP); checkpoints also keep the MLP itself so that a job can resume
 (prompt_learning.keep_encoder_in_checkpoints).
 """
 
-from typing import Any
 
 from peft import PrefixTuningConfig, TaskType
 
+from tunesmith.spec.tunings import PrefixTuning
 from worker.context import JobContext
 from worker.tunings.prompt_learning import register_prompt_learning
 
 
-def _build(tuning: Any, task: TaskType, ctx: JobContext) -> PrefixTuningConfig:
+def _build(tuning: PrefixTuning, task: TaskType, ctx: JobContext) -> PrefixTuningConfig:
     return PrefixTuningConfig(task_type=task, num_virtual_tokens=tuning.num_virtual_tokens,
                               prefix_projection=True,
                               encoder_hidden_size=tuning.encoder_hidden_size)
 
 
-register_prompt_learning(
-    "prefix", _build,
-    # peft's guides train prefix vectors at 1e-2; through the MLP every update moves all
-    # prefixes together, so half that. Far above LoRA's 2e-4: a few thousand prefix values
-    # must steer a frozen model on their own.
-    default_learning_rate=5e-3,
-    # The prefix is passed in as a KV cache, which gradient checkpointing's recomputation
-    # drops: "The size of tensor a (16) must match the size of tensor b (26)".
-    supports_gradient_checkpointing=False,
-)
+register_prompt_learning(PrefixTuning, _build)

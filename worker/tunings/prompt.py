@@ -4,16 +4,16 @@ With `init: text` the soft prompt starts as the embeddings of `init_text` (repea
 num_virtual_tokens), read with the job model's own tokenizer.
 """
 
-from typing import Any
 
 from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
+from tunesmith.spec.tunings import PromptTuning
 from worker.context import JobContext
 from worker.modeling import model_source
 from worker.tunings.prompt_learning import register_prompt_learning
 
 
-def _build(tuning: Any, task: TaskType, ctx: JobContext) -> PromptTuningConfig:
+def _build(tuning: PromptTuning, task: TaskType, ctx: JobContext) -> PromptTuningConfig:
     if tuning.init == "text":
         return PromptTuningConfig(
             task_type=task, num_virtual_tokens=tuning.num_virtual_tokens,
@@ -25,10 +25,4 @@ def _build(tuning: Any, task: TaskType, ctx: JobContext) -> PromptTuningConfig:
                               prompt_tuning_init=PromptTuningInit.RANDOM)
 
 
-register_prompt_learning(
-    "prompt", _build,
-    # The soft prompt is the only trainable tensor (num_virtual_tokens x hidden) and sits at
-    # the bottom of a frozen model: peft's prompt-tuning guide uses 3e-2 (Lester et al. went
-    # to 0.3 with Adafactor). LoRA rates leave it where it started.
-    default_learning_rate=3e-2,
-)
+register_prompt_learning(PromptTuning, _build)

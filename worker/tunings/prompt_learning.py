@@ -9,20 +9,22 @@ checkpoint (`keep_encoder_in_checkpoints`).
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from peft import PeftModel, PeftType, PromptLearningConfig, TaskType, get_peft_model
 from safetensors.torch import load_file, save_file
 
+from tunesmith.spec.tunings import TuningSpec
 from worker.context import JobContext
-from worker.registry import TuningPlan, register_tuning
+from worker.registry import ModelTask, TuningPlan, register_tuning
 from worker.tunings.lora import save_peft
 
+T = TypeVar("T", bound=TuningSpec)
 # Builds the peft config from the job's tuning spec, the peft task type and the job.
-ConfigBuilder = Callable[[Any, TaskType, JobContext], PromptLearningConfig]
+ConfigBuilder = Callable[[T, TaskType, JobContext], PromptLearningConfig]
 
 
-def task_type(task: str) -> TaskType:
+def task_type(task: ModelTask) -> TaskType:
     return TaskType.SEQ_CLS if task == "seq_cls" else TaskType.CAUSAL_LM
 
 
@@ -122,16 +124,11 @@ def keep_encoder_in_checkpoints(model: PeftModel) -> PeftModel:
     return model
 
 
-def register_prompt_learning(name: str, build: ConfigBuilder, *, default_learning_rate: float,
-                             supports_gradient_checkpointing: bool = True) -> TuningPlan:
+def register_prompt_learning(spec: type[T], build: ConfigBuilder[T]) -> TuningPlan[T]:
     """Register a prompt-learning tuning: no load options, peft wrapping, a PEFT folder."""
 
-    def apply(model: Any, tuning: Any, task: str, ctx: JobContext) -> Any:
+    def apply(model: Any, tuning: T, task: ModelTask, ctx: JobContext) -> Any:
         peft_model = get_peft_model(model, build(tuning, task_type(task), ctx))
         return keep_encoder_in_checkpoints(fix_generation(peft_model))
 
-    return register_tuning(TuningPlan(
-        name=name, load_kwargs=lambda tuning, ctx: {}, apply=apply, save=save_peft,
-        default_learning_rate=default_learning_rate,
-        supports_gradient_checkpointing=supports_gradient_checkpointing,
-    ))
+    return register_tuning(TuningPlan(spec=spec, apply=apply, save=save_peft))

@@ -13,7 +13,7 @@ from peft import get_peft_model, prepare_model_for_kbit_training
 from tunesmith.spec.tunings import QLoraTuning
 from worker.context import JobContext
 from worker.quantization import compute_dtype, device_map
-from worker.registry import TuningPlan, register_tuning
+from worker.registry import ModelTask, TuningPlan, register_tuning
 from worker.tunings.lora import lora_config, save_peft
 
 
@@ -41,7 +41,7 @@ def quantized_layers(model: Any) -> dict[str, int]:
     return counts
 
 
-def apply(model: Any, tuning: QLoraTuning, task: str, ctx: JobContext) -> Any:
+def apply(model: Any, tuning: QLoraTuning, task: ModelTask, ctx: JobContext) -> Any:
     layers = quantized_layers(model)
     if not layers:
         # A silent fall-back to a full-precision base would pass for QLoRA but use 4x memory.
@@ -62,9 +62,5 @@ def apply(model: Any, tuning: QLoraTuning, task: str, ctx: JobContext) -> Any:
     return get_peft_model(model, lora_config(tuning, task))
 
 
-register_tuning(TuningPlan(
-    name="qlora", load_kwargs=load_kwargs, apply=apply, save=save_peft,
-    # The adapter is LoRA's, trained through dequantised weights: Dettmers et al. use 2e-4
-    # for 7B-13B bases (1e-4 for larger ones), the same as our LoRA default.
-    default_learning_rate=2e-4,
-))
+register_tuning(TuningPlan(spec=QLoraTuning, load_kwargs=load_kwargs, apply=apply,
+                           save=save_peft))
