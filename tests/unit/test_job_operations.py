@@ -8,6 +8,7 @@ be sent instead.
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -46,11 +47,19 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return messages
 
 
+def _stored_spec(gpu_class: str | None) -> dict[str, Any]:
+    """A spec as the API stores it: the queue is read through JobSpec, like every spec read."""
+    return JobSpec.model_validate({
+        "model": "tiny-llama", "training_file": "file-1",
+        "method": {"type": "supervised"}, "tuning": {"type": "lora"},
+        "resources": {"gpu_class": gpu_class}}).model_dump(mode="json")
+
+
 def job_in(session: Session, status: JobStatus, *, worker: str | None = None,
            attempt: int = 1, max_attempts: int = 3, gpu_class: str | None = None) -> Job:
     job = Job(id=f"ftjob-{status.value}-{time.monotonic_ns()}", project_id="proj-1",
               model="tiny-llama", method_type="supervised", tuning_type="lora",
-              spec={"resources": {"gpu_class": gpu_class}}, status=status.value, seed=1,
+              spec=_stored_spec(gpu_class), status=status.value, seed=1,
               max_attempts=max_attempts, attempt=attempt, worker_id=worker,
               lease_expires_at=time.time() + 60 if worker else None)
     session.add(job)
