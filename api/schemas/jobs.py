@@ -48,7 +48,8 @@ class JobObject(BaseModel):
     status: Literal["validating_files", "queued", "running", "succeeded", "failed",
                     "cancelled"] = Field(description="OpenAI's status a client should act "
                                                      "on; `status_detail` has ours.")
-    training_file: str
+    # null for a multitask job, whose tasks name their files.
+    training_file: str | None
     validation_file: str | None
     hyperparameters: JobHyperparameters
     result_files: list[str]
