@@ -92,7 +92,8 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
             for code in codes}
 
 
-def error_body(type_: str, code: str, message: str, param: str | None) -> dict[str, object]:
+def error_body(type_: str, code: str, message: str,
+               param: str | None) -> dict[str, dict[str, Any]]:
     return {"error": {"type": type_, "code": code, "message": message, "param": param}}
 
 

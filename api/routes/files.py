@@ -85,7 +85,7 @@ async def create_file(
     file_id = new_id("file")
     target = storage.file_path(file_id)
     partial = target.with_suffix(".partial")
-    key = {"project_id": project.id, "route": "files", "key": idempotency_key}
+    key: dict[str, Any] = {"project_id": project.id, "route": "files", "key": idempotency_key}
     claimed = stored = False
     try:
         size, sha256 = await _spool(file, partial)
@@ -98,7 +98,7 @@ async def create_file(
         claimed = True
         check = check_jsonl(_lines(partial), max_line_bytes=settings.max_line_bytes,
                             max_rows=settings.max_rows_per_file)
-        if not check.ok:
+        if not check.ok or check.format is None:  # ok: a format was found
             raise _refusal(filename, check)
         row = File(id=file_id, project_id=project.id, filename=filename, purpose=purpose,
                    bytes=size, sha256=sha256, format=check.format.value, row_count=check.rows)
@@ -170,7 +170,7 @@ def _names(spec: Any, file_id: str) -> bool:
         return any(_names(value, file_id) for value in spec.values())
     if isinstance(spec, list):
         return any(_names(value, file_id) for value in spec)
-    return spec == file_id
+    return bool(spec == file_id)
 
 
 def _unfinished_job_using(session: SessionDep, project_id: str, file_id: str) -> str | None:

@@ -206,7 +206,7 @@ def create_job(
     spec, dry = _parse_spec(raw)
     if dry:
         return _dry_run(session, project, spec)
-    key = {"project_id": project.id, "route": "jobs", "key": idempotency_key}
+    key: dict[str, Any] = {"project_id": project.id, "route": "jobs", "key": idempotency_key}
     record = idempotency.claim(session, **key, body_hash=idempotency.request_hash(raw))
     if record is not None:
         return JSONResponse(record.body, status_code=record.status_code)
