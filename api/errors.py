@@ -7,18 +7,32 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+
+from api.schemas.errors import ErrorResponse
 
 log = logging.getLogger(__name__)
 
 
 class APIError(Exception):
+    """An answer other than 200, in the one error shape. A subclass names its status, type
+    and code in its class line: `class NotFound(APIError, status_code=404, ...)`."""
+
     status_code = 400
     type = "invalid_request_error"
     code = "invalid_request"
+
+    def __init_subclass__(cls, *, status_code: int | None = None, type: str | None = None,
+                          code: str | None = None) -> None:
+        super().__init_subclass__()
+        if status_code is not None:
+            cls.status_code = status_code
+        if type is not None:
+            cls.type = type
+        if code is not None:
+            cls.code = code
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None,
@@ -36,48 +50,25 @@ class InvalidRequest(APIError):
     pass
 
 
-class Unauthorized(APIError):
-    status_code = 401
-    type = "authentication_error"
-    code = "invalid_api_key"
+class Unauthorized(APIError, status_code=401, type="authentication_error",
+                   code="invalid_api_key"):
+    pass
 
 
-class NotFound(APIError):
-    status_code = 404
-    type = "not_found_error"
-    code = "not_found"
+class NotFound(APIError, status_code=404, type="not_found_error", code="not_found"):
+    pass
 
 
-class Conflict(APIError):
-    status_code = 409
-    type = "conflict_error"
-    code = "conflict"
+class Conflict(APIError, status_code=409, type="conflict_error", code="conflict"):
+    pass
 
 
-class TooLarge(APIError):
-    status_code = 413
-    code = "too_large"
+class TooLarge(APIError, status_code=413, code="too_large"):
+    pass
 
 
-class RateLimited(APIError):
-    status_code = 429
-    type = "rate_limit_error"
-    code = "rate_limited"
-
-
-class ErrorDetail(BaseModel):
-    type: str
-    code: str
-    message: str
-    param: str | None
-    # Validation errors list every field at fault; a bad upload, its bad lines.
-    details: list[dict[str, Any]] | None = None
-
-
-class ErrorResponse(BaseModel):
-    """The one error shape of every route."""
-
-    error: ErrorDetail
+class RateLimited(APIError, status_code=429, type="rate_limit_error", code="rate_limited"):
+    pass
 
 
 _DESCRIPTIONS = {
@@ -101,7 +92,8 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
             for code in codes}
 
 
-def error_body(type_: str, code: str, message: str, param: str | None) -> dict[str, object]:
+def error_body(type_: str, code: str, message: str,
+               param: str | None) -> dict[str, dict[str, Any]]:
     return {"error": {"type": type_, "code": code, "message": message, "param": param}}
 
 

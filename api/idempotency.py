@@ -8,8 +8,10 @@ answered 500), and a request that fails releases the key so that a retry can do 
 
 import hashlib
 import time
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -78,19 +80,21 @@ def claim(session: Session, *, project_id: str, route: str, key: str | None,
 
 
 def _take_over(session: Session, record: IdempotencyRecord) -> bool:
-    taken = session.execute(
+    # An UPDATE answers a CursorResult, which counts the rows it changed.
+    result = cast(CursorResult[Any], session.execute(
         sa.update(IdempotencyRecord)
         .where(IdempotencyRecord.project_id == record.project_id,
                IdempotencyRecord.route == record.route, IdempotencyRecord.key == record.key,
                IdempotencyRecord.status_code == IN_PROGRESS,
                IdempotencyRecord.created_at == record.created_at)
-        .values(created_at=now())).rowcount
+        .values(created_at=now())))
+    taken = result.rowcount
     session.commit()
     return taken == 1
 
 
 def complete(session: Session, *, project_id: str, route: str, key: str | None,
-             status_code: int, body: dict) -> None:
+             status_code: int, body: dict[str, Any]) -> None:
     """Store the answer in the caller's transaction, so it commits with what it describes."""
     if key:
         session.execute(

@@ -76,7 +76,12 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                              description=app.description, routes=app.routes)
         spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(spec.pop("$defs", {}))
+        spec_models = spec.pop("$defs", {})
+        if clash := sorted(set(spec_models) & set(components) | {"JobSpec"} & set(components)):
+            # One name would stand for two models; the response model's would be lost.
+            raise RuntimeError(f"OpenAPI component names used by both the job spec and a "
+                               f"route's models: {', '.join(clash)}; rename one.")
+        components.update(spec_models)
         components["JobSpec"] = spec
         _drop_validation_422(schema)
         app.openapi_schema = schema

@@ -4,7 +4,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 import sqlalchemy as sa
-from fastapi import Request, Response
+from fastapi import FastAPI, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -31,7 +31,7 @@ class JobsByStatus(Collector):
         yield gauge
 
 
-def install_metrics(app) -> None:  # type: ignore[no-untyped-def]
+def install_metrics(app: FastAPI) -> None:
     registry = CollectorRegistry()
     requests = Counter("tunesmith_http_requests", "HTTP requests",
                        ["method", "route", "status"], registry=registry)

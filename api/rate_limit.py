@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
-from fastapi import Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import bearer_secret
@@ -41,7 +41,7 @@ class TokenBuckets:
             return (1 - tokens) / self.rate
 
 
-def install_rate_limit(app) -> None:  # type: ignore[no-untyped-def]
+def install_rate_limit(app: FastAPI) -> None:
     if settings.rate_limit_per_second <= 0:
         return
     buckets = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)

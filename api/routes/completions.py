@@ -14,6 +14,8 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CurrentProject, SessionDep
 from api.errors import InvalidRequest, NotFound, error_responses
 from api.inference_forward import forward
+from api.schemas.completions import ChatCompletion, Completion
+from api.schemas.media import event_stream
 from tunesmith.models import BadModelName, ModelNotFound
 from tunesmith.served_models import resolve_served
 from tunesmith.settings import settings
@@ -99,7 +101,12 @@ def _forward_body(request: Sampling, session: SessionDep, project: CurrentProjec
             "tunesmith_model": served.as_ref(), **extra}
 
 
-@router.post("/chat/completions", responses=error_responses(404, 503))
+# The inference process's answer passes through as it came (a Response: FastAPI does not
+# re-validate it); the model documents it.
+@router.post("/chat/completions", response_model=ChatCompletion, responses={
+    **event_stream("A chat completion, or with `stream: true` its chunks as server-sent "
+                   "events", data="A chat.completion.chunk as JSON, or [DONE] after the last"),
+    **error_responses(404, 503)})
 async def create_chat_completion(request: ChatRequest, session: SessionDep,
                                  project: CurrentProject) -> Any:
     """A chat answer from any model of the project, with its own chat template."""
@@ -109,7 +116,10 @@ async def create_chat_completion(request: ChatRequest, session: SessionDep,
     return await forward("/v1/chat/completions", body)
 
 
-@router.post("/completions", responses=error_responses(404, 503))
+@router.post("/completions", response_model=Completion, responses={
+    **event_stream("A completion, or with `stream: true` its chunks as server-sent events",
+                   data="A text_completion chunk as JSON, or [DONE] after the last"),
+    **error_responses(404, 503)})
 async def create_completion(request: CompletionRequest, session: SessionDep,
                             project: CurrentProject) -> Any:
     """The continuation of a plain-text prompt."""

@@ -24,6 +24,8 @@ from api.deps import CurrentProject, SessionDep
 from api.errors import InvalidRequest, RateLimited, error_responses
 from api.job_watch import READ_LIMIT, JobWatcher, Watch, read_backlog
 from api.routes.jobs import get_job
+from api.schemas.events import EventList
+from api.schemas.media import event_stream
 from api.serializers import event_object, list_object
 from tunesmith.db.models import JobEvent
 from tunesmith.jobs.events import event_seq
@@ -104,13 +106,9 @@ class _EventStream(EventSourceResponse):
             _watcher.release(self.watch)
 
 
-@router.get("/{job_id}/events", response_model=None, responses={
-    200: {"description": "A page of events, or with `stream=true` server-sent events",
-          "content": {"text/event-stream": {"schema": {  # one server-sent event
-              "type": "object", "required": ["data"],
-              "properties": {"id": {"type": "string"}, "event": {"type": "string"},
-                             "data": {"type": "string", "description": "an event as JSON, "
-                                      "or [DONE] after the last one"}}}}}},
+@router.get("/{job_id}/events", response_model=EventList, responses={
+    **event_stream("A page of events, or with `stream=true` server-sent events",
+                   data="An event as JSON, or [DONE] after the last one"),
     **error_responses(400, 404, 429)})
 async def read_events(
     request: Request, session: SessionDep, project: CurrentProject, job_id: str,

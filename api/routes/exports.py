@@ -11,10 +11,11 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentProject, SessionDep
+from api.downloads import ARCHIVE_SUFFIX, FILE_OR_FOLDER_RESPONSE, download, folder_archive
 from api.errors import Conflict, InvalidRequest, NotFound, error_responses
 from api.json_body import json_object
-from api.routes.job_outputs import ARCHIVE_SUFFIX, _archive, _download
 from api.routes.jobs import get_job, raw_body, refused_as_conflict
+from api.schemas.exports import ExportArtifactList, ExportList, ExportObject
 from api.serializers import list_object
 from tunesmith import storage
 from tunesmith.db.models import Checkpoint, Export, Job, Project
@@ -137,8 +138,8 @@ def get_export(session: Session, project: Project, export_id: str) -> Export:
     return export
 
 
-@router.post("/v1/fine_tuning/jobs/{job_id}/exports", responses=error_responses(400, 404, 409),
-             openapi_extra=EXPORT_BODY)
+@router.post("/v1/fine_tuning/jobs/{job_id}/exports", response_model=ExportObject,
+             responses=error_responses(400, 404, 409), openapi_extra=EXPORT_BODY)
 def create_export(raw: Annotated[bytes, Depends(raw_body)], session: SessionDep,
                   project: CurrentProject, job_id: str) -> dict[str, Any]:
     """Export the job's result (or a listed checkpoint) as `merged` or `gguf`; a worker runs
@@ -155,7 +156,8 @@ def create_export(raw: Annotated[bytes, Depends(raw_body)], session: SessionDep,
     return export_object(export)
 
 
-@router.get("/v1/fine_tuning/jobs/{job_id}/exports", responses=error_responses(404))
+@router.get("/v1/fine_tuning/jobs/{job_id}/exports", response_model=ExportList,
+            responses=error_responses(404))
 def list_exports(session: SessionDep, project: CurrentProject, job_id: str,
                  after: str | None = None,
                  limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
@@ -168,12 +170,14 @@ def list_exports(session: SessionDep, project: CurrentProject, job_id: str,
     return list_object([export_object(e) for e in rows[:limit]], has_more=len(rows) > limit)
 
 
-@router.get("/v1/exports/{export_id}", responses=error_responses(404))
+@router.get("/v1/exports/{export_id}", response_model=ExportObject,
+            responses=error_responses(404))
 def read_export(session: SessionDep, project: CurrentProject, export_id: str) -> dict[str, Any]:
     return export_object(get_export(session, project, export_id))
 
 
-@router.post("/v1/exports/{export_id}/cancel", responses=error_responses(404, 409))
+@router.post("/v1/exports/{export_id}/cancel", response_model=ExportObject,
+             responses=error_responses(404, 409))
 def cancel_export(session: SessionDep, project: CurrentProject,
                   export_id: str) -> dict[str, Any]:
     """Cancel a queued or running export; a running one's files are discarded when its worker
@@ -186,7 +190,8 @@ def cancel_export(session: SessionDep, project: CurrentProject,
     return export_object(export)
 
 
-@router.get("/v1/exports/{export_id}/artifacts", responses=error_responses(404))
+@router.get("/v1/exports/{export_id}/artifacts", response_model=ExportArtifactList,
+            responses=error_responses(404))
 def read_export_artifacts(session: SessionDep, project: CurrentProject,
                           export_id: str) -> dict[str, Any]:
     """The export's files with size and sha256 (empty until it succeeds)."""
@@ -196,13 +201,8 @@ def read_export_artifacts(session: SessionDep, project: CurrentProject,
                         for a in export.artifacts or []], has_more=False)
 
 
-@router.get("/v1/exports/{export_id}/artifacts/{name:path}", response_model=None, responses={
-    200: {"description": "The file, or with `.tar.gz` after a folder's name the folder as one "
-                         "gzip-compressed tar, streamed",
-          "content": {"application/octet-stream": {"schema": {"type": "string",
-                                                              "format": "binary"}},
-                      "application/gzip": {"schema": {"type": "string", "format": "binary"}}}},
-    **error_responses(404)})
+@router.get("/v1/exports/{export_id}/artifacts/{name:path}", response_class=Response,
+            responses={**FILE_OR_FOLDER_RESPONSE, **error_responses(404)})
 def read_export_artifact(session: SessionDep, project: CurrentProject, export_id: str,
                          name: str) -> Response:
     """Download one file by its name from the list, or a folder as `<folder>.tar.gz`."""
@@ -212,15 +212,12 @@ def read_export_artifact(session: SessionDep, project: CurrentProject, export_id
     root = export_dir(export.job_id, export.id)
     try:
         if name in listed:
-            return _download(export.job_id, storage.safe_join(root, name),
+            return download(export.job_id, storage.safe_join(root, name),
                              listed[name]["sha256"])
         folder = name.removesuffix(ARCHIVE_SUFFIX).strip("/")
         names = sorted(n for n in listed if n.startswith(f"{folder}/"))
         if not name.endswith(ARCHIVE_SUFFIX) or not folder or not names:
             raise missing
-        top = folder.rsplit("/", 1)[-1]
-        return _archive([(f"{top}/{n.removeprefix(folder + '/')}",
-                          storage.Blob(export.job_id, storage.safe_join(root, n)))
-                         for n in names], f"{top}{ARCHIVE_SUFFIX}")
+        return folder_archive(export.job_id, root, folder, names)
     except storage.UnsafePath as exc:
         raise missing from exc

@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 from api.deps import CurrentProject, SessionDep
 from api.errors import InvalidRequest, NotFound, error_responses
 from api.routes.files import _get_file
+from api.schemas.files import FilePreview
 from tunesmith import storage
 from tunesmith.json_input import JSONInputError, read_rows
 from tunesmith.models import BadModelName, ModelNotFound, resolve_model
@@ -54,7 +55,7 @@ def _model_tokenizer(model: str) -> Tokenizer:
     return _tokenizer(str(path), path.stat().st_mtime)
 
 
-@router.get("/{file_id}/preview", responses=error_responses(404))
+@router.get("/{file_id}/preview", response_model=FilePreview, responses=error_responses(404))
 def preview_file(
     session: SessionDep, project: CurrentProject, file_id: str,
     model: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10,

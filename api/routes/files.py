@@ -14,6 +14,8 @@ from api import idempotency
 from api.deps import CurrentProject, SessionDep
 from api.errors import Conflict, InvalidRequest, NotFound, TooLarge, error_responses
 from api.project_lock import hold_project
+from api.schemas.files import FileDeleted, FileList, FileObject
+from api.schemas.media import binary
 from api.serializers import file_object, list_object
 from tunesmith import storage
 from tunesmith.db.models import File, Job
@@ -62,7 +64,8 @@ async def _spool(upload: UploadFile, target: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-@router.post("", status_code=200, responses=error_responses(400, 409, 413))
+@router.post("", status_code=200, response_model=FileObject,
+             responses=error_responses(400, 409, 413))
 async def create_file(
     request: Request, session: SessionDep, project: CurrentProject, file: UploadFile,
     purpose: Annotated[str, Form()] = "fine-tune",
@@ -83,7 +86,7 @@ async def create_file(
     file_id = new_id("file")
     target = storage.file_path(file_id)
     partial = target.with_suffix(".partial")
-    key = {"project_id": project.id, "route": "files", "key": idempotency_key}
+    key: dict[str, Any] = {"project_id": project.id, "route": "files", "key": idempotency_key}
     claimed = stored = False
     try:
         size, sha256 = await _spool(file, partial)
@@ -96,7 +99,7 @@ async def create_file(
         claimed = True
         check = check_jsonl(_lines(partial), max_line_bytes=settings.max_line_bytes,
                             max_rows=settings.max_rows_per_file)
-        if not check.ok:
+        if not check.ok or check.format is None:  # ok: a format was found
             raise _refusal(filename, check)
         row = File(id=file_id, project_id=project.id, filename=filename, purpose=purpose,
                    bytes=size, sha256=sha256, format=check.format.value, row_count=check.rows)
@@ -126,7 +129,7 @@ def _get_file(session: SessionDep, project: CurrentProject, file_id: str) -> Fil
     return file
 
 
-@router.get("")
+@router.get("", response_model=FileList)
 def read_files(
     session: SessionDep, project: CurrentProject,
     after: str | None = None, limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
@@ -143,16 +146,14 @@ def read_files(
                        empty_id="")
 
 
-@router.get("/{file_id}", responses=error_responses(404))
+@router.get("/{file_id}", response_model=FileObject, responses=error_responses(404))
 def read_file(session: SessionDep, project: CurrentProject, file_id: str) -> dict[str, Any]:
     """One file's metadata."""
     return file_object(_get_file(session, project, file_id))
 
 
 @router.get("/{file_id}/content", response_class=StreamingResponse, responses={
-    200: {"description": "The file's bytes", "content": {
-        media_type: {"schema": {"type": "string", "format": "binary"}}
-        for media_type in ("application/jsonl", "text/csv")}}, **error_responses(404)})
+    **binary("The file's bytes", "application/jsonl", "text/csv"), **error_responses(404)})
 def read_file_content(session: SessionDep, project: CurrentProject,
                       file_id: str) -> StreamingResponse:
     """The file's bytes as uploaded, or a job's results CSV (purpose fine-tune-results)."""
@@ -174,7 +175,7 @@ def _unfinished_job_using(session: SessionDep, project_id: str, file_id: str) ->
                 None)
 
 
-@router.delete("/{file_id}", responses=error_responses(404, 409))
+@router.delete("/{file_id}", response_model=FileDeleted, responses=error_responses(404, 409))
 def delete_file(session: SessionDep, project: CurrentProject, file_id: str) -> dict[str, Any]:
     """Delete a file that no unfinished job still reads."""
     file = _get_file(session, project, file_id)

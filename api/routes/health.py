@@ -3,8 +3,8 @@
 import sqlalchemy as sa
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
+from api.schemas.health import Liveness, Readiness
 from tunesmith.db.session import get_engine
 from tunesmith.queue import celery_app
 from tunesmith.settings import settings
@@ -13,17 +13,10 @@ from tunesmith.workers import live_queues
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Liveness)
 def healthz() -> dict[str, str]:
     """The process answers."""
     return {"status": "ok"}
-
-
-class Readiness(BaseModel):
-    status: str
-    # "ok" or "error: <exception type>" for "database" and "broker"; "workers": "ok" or
-    # what is missing (no live worker consumes the default queue).
-    checks: dict[str, str]
 
 
 @router.get("/readyz", response_model=Readiness, responses={

@@ -7,20 +7,30 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from api.deps import CurrentProject, SessionDep
+from api.downloads import (
+    ARCHIVE_RESPONSE,
+    ARCHIVE_SUFFIX,
+    FILE_OR_FOLDER_RESPONSE,
+    FILE_RESPONSE,
+    archive,
+    download,
+    folder_archive,
+)
 from api.errors import InvalidRequest, NotFound, error_responses
 from api.routes.jobs import get_job
+from api.schemas.outputs import ArtifactList, CheckpointFileList, CheckpointList
 from api.serializers import artifact_object, checkpoint_object, list_object
 from tunesmith import storage
-from tunesmith.archives import stream_tar_gz
 from tunesmith.db.models import Artifact, Checkpoint
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["jobs"])
 
 
-@router.get("/{job_id}/checkpoints", responses=error_responses(400, 404))
+@router.get("/{job_id}/checkpoints", response_model=CheckpointList,
+            responses=error_responses(400, 404))
 def read_checkpoints(
     session: SessionDep, project: CurrentProject, job_id: str,
     after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -36,20 +46,6 @@ def read_checkpoints(
     rows = session.scalars(query.order_by(Checkpoint.step.desc()).limit(limit + 1)).all()
     return list_object([checkpoint_object(c, job) for c in rows[:limit]],
                        has_more=len(rows) > limit)
-
-
-FILE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
-    "description": "The file", "content": {"application/octet-stream": {
-        "schema": {"type": "string", "format": "binary"}}}}}
-ARCHIVE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {
-    "description": "The folder as one gzip-compressed tar, streamed",
-    "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}}}
-ARCHIVE_SUFFIX = ".tar.gz"
-
-
-def _archive(members: list[tuple[str, storage.Blob]], filename: str) -> StreamingResponse:
-    return StreamingResponse(stream_tar_gz(members), media_type="application/gzip",
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 def _listed_checkpoint(session: SessionDep, project: CurrentProject, job_id: str,
@@ -69,7 +65,8 @@ def _listed_checkpoint(session: SessionDep, project: CurrentProject, job_id: str
     return checkpoint, folder, manifest
 
 
-@router.get("/{job_id}/checkpoints/{checkpoint_id}/files", responses=error_responses(404))
+@router.get("/{job_id}/checkpoints/{checkpoint_id}/files", response_model=CheckpointFileList,
+            responses=error_responses(404))
 def read_checkpoint_files(session: SessionDep, project: CurrentProject, job_id: str,
                           checkpoint_id: str) -> dict[str, Any]:
     """A checkpoint's files (the adapter or model folder it saved) with size and sha256."""
@@ -81,15 +78,15 @@ def read_checkpoint_files(session: SessionDep, project: CurrentProject, job_id: 
 
 
 @router.get("/{job_id}/checkpoints/{checkpoint_id}/files/{name:path}",
-            response_class=FileResponse, responses={**FILE_RESPONSE, **error_responses(404)})
+            response_class=Response, responses={**FILE_RESPONSE, **error_responses(404)})
 def read_checkpoint_file(session: SessionDep, project: CurrentProject, job_id: str,
-                         checkpoint_id: str, name: str) -> FileResponse:
+                         checkpoint_id: str, name: str) -> Response:
     """Download one file of a checkpoint by its name from the list."""
     _, folder, manifest = _listed_checkpoint(session, project, job_id, checkpoint_id)
     entry = next((e for e in manifest if e["name"] == name), None)
     if entry is None:
         raise NotFound(f"No file '{name}' in checkpoint '{checkpoint_id}'.", param="name")
-    return _download(job_id, storage.safe_join(folder, entry["name"]), entry["sha256"])
+    return download(job_id, storage.safe_join(folder, entry["name"]), entry["sha256"])
 
 
 @router.get("/{job_id}/checkpoints/{checkpoint_id}.tar.gz", response_class=StreamingResponse,
@@ -100,12 +97,12 @@ def read_checkpoint_archive(session: SessionDep, project: CurrentProject, job_id
     checkpoint, folder, manifest = _listed_checkpoint(session, project, job_id, checkpoint_id)
     stage = (checkpoint.metrics or {}).get("stage")
     top = f"{job_id}{'-' + stage if stage else ''}-step-{checkpoint.step}"
-    return _archive([(f"{top}/{e['name']}", storage.Blob(job_id, storage.safe_join(folder,
-                                                                                 e["name"])))
-                     for e in manifest], f"{top}{ARCHIVE_SUFFIX}")
+    return archive([(f"{top}/{e['name']}", storage.Blob(job_id, storage.safe_join(folder,
+                                                                                e["name"])))
+                    for e in manifest], f"{top}{ARCHIVE_SUFFIX}")
 
 
-@router.get("/{job_id}/artifacts", responses=error_responses(404))
+@router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=error_responses(404))
 def read_artifacts(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """The job's results (adapter, model, reward model) with size and sha256."""
     get_job(session, project, job_id)
@@ -114,13 +111,8 @@ def read_artifacts(session: SessionDep, project: CurrentProject, job_id: str) ->
     return list_object([artifact_object(a) for a in rows], has_more=False)
 
 
-@router.get("/{job_id}/artifacts/{name:path}", response_model=None, responses={
-    200: {"description": "The file, or with `.tar.gz` after a folder's name the folder as one "
-                         "gzip-compressed tar, streamed",
-          "content": {"application/octet-stream": {"schema": {"type": "string",
-                                                              "format": "binary"}},
-                      "application/gzip": {"schema": {"type": "string", "format": "binary"}}}},
-    **error_responses(404)})
+@router.get("/{job_id}/artifacts/{name:path}", response_class=Response,
+            responses={**FILE_OR_FOLDER_RESPONSE, **error_responses(404)})
 def read_artifact(session: SessionDep, project: CurrentProject, job_id: str,
                   name: str) -> Response:
     """Download one artifact file by its name from the list, or a folder as `<folder>.tar.gz`."""
@@ -136,37 +128,15 @@ def read_artifact(session: SessionDep, project: CurrentProject, job_id: str,
             .order_by(Artifact.name)).all()
         if not folder or not names:
             raise missing
-        # Unpacks to the folder's own name: `sft/adapter.tar.gz` gives `adapter/...`.
-        top = folder.rsplit("/", 1)[-1]
         try:
-            members = [(f"{top}/{n.removeprefix(folder + '/')}",
-                        storage.Blob(job_id, storage.safe_join(root, n))) for n in names]
+            return folder_archive(job_id, root, folder, list(names))
         except storage.UnsafePath as exc:
             raise missing from exc
-        return _archive(members, f"{top}{ARCHIVE_SUFFIX}")
     if artifact is None:
         raise missing
     try:
         path = storage.safe_join(root, artifact.name)
     except storage.UnsafePath as exc:
         raise missing from exc
-    return _download(job_id, path, artifact.sha256)
+    return download(job_id, path, artifact.sha256)
 
-
-def _download(job_id: str, path: Path, sha256: str) -> Response:
-    """A file of the job's: from local disk, streamed from the store, or a redirect to a
-    presigned URL of the store where the operator allows it."""
-    headers = {"X-Checksum-Sha256": sha256}
-    if storage.remote() is None:
-        return FileResponse(path, filename=path.name, media_type="application/octet-stream",
-                            headers=headers)
-    blob = storage.Blob(job_id, path)
-    if url := blob.url(path.name):
-        return RedirectResponse(url, status_code=307, headers=headers)
-    try:
-        size = blob.size
-    except FileNotFoundError as exc:
-        raise NotFound(f"No file '{path.name}' in the store.", param="name") from exc
-    return StreamingResponse(blob.chunks(), media_type="application/octet-stream", headers={
-        **headers, "Content-Length": str(size),
-        "Content-Disposition": f'attachment; filename="{path.name}"'})

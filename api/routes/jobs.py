@@ -25,6 +25,7 @@ from api.errors import (
 )
 from api.json_body import json_object
 from api.project_lock import hold_project
+from api.schemas.jobs import DryRun, JobList, JobObject
 from api.serializers import job_object, list_object
 from tunesmith.db.models import File, Job, Project
 from tunesmith.dry_run import read_config
@@ -201,7 +202,9 @@ async def raw_body(request: Request) -> bytes:
 # A plain `def`: its database calls then run in the thread pool. As `async def` they ran on
 # the event loop, and at 64 concurrent creates one waiting for a pooled connection froze
 # every request (bench: 1.3 requests/s and 500s).
-@router.post("", responses=error_responses(400, 409, 413), openapi_extra=JOB_SPEC_BODY)
+# Unset fields stay out: `method` is sent only for the method types OpenAI knows.
+@router.post("", response_model=JobObject | DryRun, response_model_exclude_unset=True,
+             responses=error_responses(400, 409, 413), openapi_extra=JOB_SPEC_BODY)
 def create_job(
     raw: Annotated[bytes, Depends(raw_body)], session: SessionDep, project: CurrentProject,
     idempotency_key: Annotated[str | None, Header()] = None,
@@ -213,7 +216,7 @@ def create_job(
     spec, dry = _parse_spec(raw)
     if dry:
         return _dry_run(session, project, spec)
-    key = {"project_id": project.id, "route": "jobs", "key": idempotency_key}
+    key: dict[str, Any] = {"project_id": project.id, "route": "jobs", "key": idempotency_key}
     record = idempotency.claim(session, **key, body_hash=idempotency.request_hash(raw))
     if record is not None:
         return JSONResponse(record.body, status_code=record.status_code)
@@ -270,7 +273,7 @@ def _insert_job(session: Session, project: Project, spec: JobSpec) -> Job:
     return create(session, project.id, spec)
 
 
-@router.get("")
+@router.get("", response_model=JobList, response_model_exclude_unset=True)
 def read_jobs(
     request: Request, session: SessionDep, project: CurrentProject,
     after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -296,13 +299,15 @@ def read_jobs(
     return list_object([job_object(j) for j in rows], has_more=has_more)
 
 
-@router.get("/{job_id}", responses=error_responses(404))
+@router.get("/{job_id}", response_model=JobObject, response_model_exclude_unset=True,
+            responses=error_responses(404))
 def read_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """The job: status, progress, last metrics, error, result files."""
     return job_object(get_job(session, project, job_id))
 
 
-@router.post("/{job_id}/cancel", responses=error_responses(404, 409))
+@router.post("/{job_id}/cancel", response_model=JobObject, response_model_exclude_unset=True,
+             responses=error_responses(404, 409))
 def cancel_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """Cancel: a queued job at once; a running one stops within seconds and frees its GPU."""
     job = get_job(session, project, job_id)
@@ -311,7 +316,8 @@ def cancel_job(session: SessionDep, project: CurrentProject, job_id: str) -> dic
     return job_object(job)
 
 
-@router.post("/{job_id}/pause", responses=error_responses(404, 409))
+@router.post("/{job_id}/pause", response_model=JobObject, response_model_exclude_unset=True,
+             responses=error_responses(404, 409))
 def pause_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """Pause: a queued job at once; a running one saves a checkpoint and frees its worker
     within seconds. `resume` continues from that checkpoint."""
@@ -321,7 +327,8 @@ def pause_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict
     return job_object(job)
 
 
-@router.post("/{job_id}/resume", responses=error_responses(404, 409))
+@router.post("/{job_id}/resume", response_model=JobObject, response_model_exclude_unset=True,
+             responses=error_responses(404, 409))
 def resume_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """Resume a paused job: it is queued again and continues from its last checkpoint."""
     job = get_job(session, project, job_id)

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import CurrentProject
+from api.schemas.methods import Methods
 from tunesmith.spec.objectives import METHOD_CLASSES
 from tunesmith.spec.quantization import (
     QUANTIZABLE_OBJECTIVES,
@@ -58,7 +59,7 @@ def _can_default(cls: type[BaseModel]) -> bool:
     return all(not f.is_required() for f in cls.model_fields.values())
 
 
-@router.get("/methods")
+@router.get("/methods", response_model=Methods)
 def read_methods(_: CurrentProject) -> dict[str, Any]:
     """Objectives (`method.type`) and tunings (`tuning.type`) with JSON schemas and defaults."""
     return describe_methods()

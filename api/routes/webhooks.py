@@ -10,6 +10,13 @@ from api.deps import CurrentProject, SessionDep
 from api.errors import InvalidRequest, NotFound, error_responses
 from api.json_body import json_object
 from api.routes.jobs import raw_body
+from api.schemas.webhooks import (
+    WebhookDeliveryList,
+    WebhookEndpointCreated,
+    WebhookEndpointDeleted,
+    WebhookEndpointList,
+    WebhookEndpointObject,
+)
 from api.serializers import list_object
 from tunesmith.db.models import Project, WebhookDelivery, WebhookEndpoint
 from tunesmith.ids import new_id
@@ -94,7 +101,8 @@ def _parse(raw: bytes) -> tuple[str, list[str], str | None]:
     return url, list(dict.fromkeys(events)), description
 
 
-@router.post("", responses=error_responses(400, 413), openapi_extra=CREATE_BODY)
+@router.post("", response_model=WebhookEndpointCreated, responses=error_responses(400, 413),
+             openapi_extra=CREATE_BODY)
 def create_webhook(raw: Annotated[bytes, Depends(raw_body)], session: SessionDep,
                    project: CurrentProject) -> dict[str, Any]:
     """Add an endpoint. The answer holds its signing secret (`whsec_...`), shown this once."""
@@ -112,7 +120,7 @@ def create_webhook(raw: Annotated[bytes, Depends(raw_body)], session: SessionDep
     return endpoint_object(endpoint, secret=secret)
 
 
-@router.get("")
+@router.get("", response_model=WebhookEndpointList)
 def list_webhooks(session: SessionDep, project: CurrentProject) -> dict[str, Any]:
     """The project's endpoints, newest first (without their secrets)."""
     endpoints = session.scalars(sa.select(WebhookEndpoint)
@@ -121,13 +129,14 @@ def list_webhooks(session: SessionDep, project: CurrentProject) -> dict[str, Any
     return list_object([endpoint_object(e) for e in endpoints], has_more=False)
 
 
-@router.get("/{webhook_id}", responses=error_responses(404))
+@router.get("/{webhook_id}", response_model=WebhookEndpointObject, responses=error_responses(404))
 def read_webhook(session: SessionDep, project: CurrentProject, webhook_id: str
                  ) -> dict[str, Any]:
     return endpoint_object(_get_endpoint(session, project, webhook_id))
 
 
-@router.delete("/{webhook_id}", responses=error_responses(404))
+@router.delete("/{webhook_id}", response_model=WebhookEndpointDeleted,
+               responses=error_responses(404))
 def delete_webhook(session: SessionDep, project: CurrentProject, webhook_id: str
                    ) -> dict[str, Any]:
     """Remove the endpoint; its pending deliveries and its log go with it."""
@@ -138,7 +147,8 @@ def delete_webhook(session: SessionDep, project: CurrentProject, webhook_id: str
     return {"id": webhook_id, "object": "webhook_endpoint.deleted", "deleted": True}
 
 
-@router.get("/{webhook_id}/deliveries", responses=error_responses(404))
+@router.get("/{webhook_id}/deliveries", response_model=WebhookDeliveryList,
+            responses=error_responses(404))
 def list_deliveries(
     session: SessionDep, project: CurrentProject, webhook_id: str,
     after: str | None = None, limit: Annotated[int, Query(ge=1, le=100)] = 20,
