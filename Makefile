@@ -7,24 +7,25 @@ PY := $(VENV)/bin/python
 # The installs below read it as constraints: it pins what is installed, and CUDA's wheels,
 # which it lists for the GPU image, are not pulled in where the CPU torch needs none.
 LOCK := requirements.lock
+LOCK_INPUTS := pyproject.toml requirements-mlflow-server.in
 LOCK_EXTRAS := --extra worker --extra gpu --extra tracking --extra test --extra dev
 # The CPU wheel; any other torch spec pulls gigabytes of CUDA wheels. (The lock pins the same.)
 TORCH ?= torch==2.13.0
 # The MLflow server the tracking tests start: mlflow without its own pins (pyarrow<26,
-# scikit-learn, matplotlib), beside mlflow-skinny of the same version and what it serves with.
-# The version is the lock's mlflow-skinny (the `tracking` extra's client).
+# scikit-learn, matplotlib), beside mlflow-skinny of the same version and what it serves with
+# (requirements-mlflow-server.in). The version is the lock's mlflow-skinny.
 MLFLOW ?= $(shell sed -n 's/^mlflow-skinny==//p' $(LOCK))
 
 .PHONY: install demo test test-servers lint lock lock-check
 
-$(VENV)/.installed: pyproject.toml $(LOCK)
+$(VENV)/.installed: $(LOCK_INPUTS) $(LOCK)
 	.ci/system-packages venv
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -c $(LOCK) -e ".[worker,tracking,test,dev]"
 	$(PY) -m pip install -q -c $(LOCK) "mlflow-skinny==$(MLFLOW)" "mlflow-tracing==$(MLFLOW)" \
-		flask flask-cors graphene huey aiohttp
+		-r requirements-mlflow-server.in
 	$(PY) -m pip install -q --no-deps "mlflow==$(MLFLOW)"
 	touch $@
 
@@ -51,17 +52,17 @@ $(VENV)/bin/uv:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c $(LOCK) uv
 
-# Re-resolve requirements.lock from pyproject.toml, keeping every pin that still fits
+# Re-resolve requirements.lock from pyproject.toml (and the MLflow server's list), keeping every pin that still fits
 # (`make lock UPGRADE=--upgrade` moves everything to the newest allowed versions).
 lock: $(VENV)/bin/uv
-	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_EXTRAS) --universal $(UPGRADE) -o $(LOCK)
+	$(VENV)/bin/uv pip compile $(LOCK_INPUTS) $(LOCK_EXTRAS) --universal $(UPGRADE) -o $(LOCK)
 
 # Fails when requirements.lock is not what `make lock` would write (pyproject changed
 # without it). Resolves against the package index; tests/unit/test_lockfile.py is the
 # offline check that every pyproject requirement is pinned in the lock.
 lock-check: $(VENV)/bin/uv
 	cp $(LOCK) $(VENV)/lock-check.txt
-	$(VENV)/bin/uv pip compile -q pyproject.toml $(LOCK_EXTRAS) --universal \
+	$(VENV)/bin/uv pip compile -q $(LOCK_INPUTS) $(LOCK_EXTRAS) --universal \
 		-o $(VENV)/lock-check.txt
 	diff <(grep -v '^#' $(LOCK)) <(grep -v '^#' $(VENV)/lock-check.txt) \
 		|| { echo "requirements.lock is out of date with pyproject.toml: run make lock"; exit 1; }

@@ -36,10 +36,14 @@ def _pins() -> dict[str, list[Version]]:
 
 
 def _requirements() -> list[tuple[str, Requirement]]:
-    """(where it is declared, requirement) for the base set and every extra."""
+    """(where it is declared, requirement) for the base set, every extra and the MLflow
+    server's list."""
     found = [("dependencies", Requirement(r)) for r in PROJECT["dependencies"]]
     for extra, reqs in PROJECT["optional-dependencies"].items():
         found += [(f"[{extra}]", Requirement(r)) for r in reqs]
+    mlflow_server = (ROOT / "requirements-mlflow-server.in").read_text().splitlines()
+    found += [("requirements-mlflow-server.in", Requirement(r)) for r in mlflow_server
+              if r and not r.startswith("#")]
     return found
 
 
@@ -58,7 +62,8 @@ def test_every_pyproject_requirement_is_pinned_within_its_range() -> None:
 def test_the_lock_covers_every_extra() -> None:
     """A new extra in pyproject.toml must be compiled into the lock (Makefile LOCK_EXTRAS)."""
     header = LOCK.read_text().splitlines()[1]
-    assert header.lstrip("# ").startswith("uv pip compile pyproject.toml"), header
+    assert header.lstrip("# ").startswith(
+        "uv pip compile pyproject.toml requirements-mlflow-server.in "), header
     locked = set(re.findall(r"--extra (\S+)", header))
     assert locked == set(PROJECT["optional-dependencies"]), (locked, header)
     assert set(re.findall(r"--extra (\S+)", MAKEFILE)) == locked
