@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from tunesmith.db.base import now
 from tunesmith.db.models import ApiKey, Project
+from tunesmith.db.session import rows_changed
 from tunesmith.ids import new_id
 
 KEY_PREFIX = "ts-"
@@ -45,13 +46,13 @@ def project_for_key(session: Session, secret: str) -> Project | None:
 
 def revoke_key(session: Session, *, prefix_or_id: str) -> int:
     """Revoke keys by id or visible prefix; returns how many were revoked."""
-    result = session.execute(
+    return rows_changed(
+        session,
         sa.update(ApiKey)
         .where(sa.or_(ApiKey.id == prefix_or_id, ApiKey.prefix == prefix_or_id),
                ApiKey.revoked_at.is_(None))
-        .values(revoked_at=now())
+        .values(revoked_at=now()),
     )
-    return result.rowcount
 
 
 def live_key_hashes(session: Session, key_hashes: set[str]) -> set[str]:

@@ -97,7 +97,9 @@ def _children_allowed() -> Iterator[None]:
     config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
     saved = {key: config[key] for key in ("daemon", "authkey") if key in config}
     config.pop("daemon", None)
-    config["authkey"] = multiprocessing.process.AuthenticationString(os.urandom(32))
+    # A private class of multiprocessing's (what its own authkey is), absent from typeshed.
+    config["authkey"] = multiprocessing.process.AuthenticationString(  # type: ignore[attr-defined]
+        os.urandom(32))
     try:
         yield
     finally:

@@ -213,7 +213,8 @@ def _watch(url: str | None, api_key: str | None, job_id: str) -> None:
     raise typer.Exit(EXIT_CODES.get(status, 1))
 
 
-def _follow(client: Client, job: dict[str, Any], progress: Progress, task: Any) -> dict:
+def _follow(client: Client, job: dict[str, Any], progress: Progress,
+            task: Any) -> dict[str, Any]:
     """Events into the bar (metrics) and lines above it (the rest), until the job ends; a
     pause ends the stream, so a paused job is waited on and its stream re-opened."""
     seen: set[str] = set()
@@ -232,7 +233,7 @@ def _follow(client: Client, job: dict[str, Any], progress: Progress, task: Any) 
                 continue
             if data.get("total_steps"):
                 progress.update(task, total=data["total_steps"], completed=data.get("step", 0))
-            colour = {"warn": "yellow", "error": "red"}.get(event.get("level"), "dim")
+            colour = {"warn": "yellow", "error": "red"}.get(event.get("level") or "", "dim")
             progress.console.print(f"[{colour}]{_when(event.get('created_at'))}[/{colour}] "
                                    f"{event['message']}", highlight=False)
         job = client.get(f"{JOBS}/{job['id']}")

@@ -8,8 +8,12 @@ behind, with that advice instead of a traceback from the first query.
 
 import fcntl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunesmith.settings import settings
+
+if TYPE_CHECKING:  # alembic is imported when a command needs it, not on every start
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -18,7 +22,7 @@ class SchemaNotReady(RuntimeError):
     """The database lacks the schema this code needs; the message says what to run."""
 
 
-def _config():  # type: ignore[no-untyped-def]
+def _config() -> "Config":
     from alembic.config import Config
 
     config = Config()

@@ -3,15 +3,16 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from tunesmith.settings import settings
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     # WAL lets the API read while a training child writes events; the busy timeout
     # makes concurrent writers wait instead of failing with "database is locked".
     cursor = dbapi_connection.cursor()
@@ -64,3 +65,13 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def rows_changed(session: Session, statement: sa.Update | sa.Delete) -> int:
+    """Run an UPDATE or DELETE and return how many rows it matched: the guarded
+    `UPDATE ... WHERE <expected state>` pattern tells who won a race by this count.
+    `Session.execute` is typed as returning `Result`; for these statements it is a
+    `CursorResult`, the class that carries `rowcount`."""
+    result = session.execute(statement)
+    assert isinstance(result, CursorResult)
+    return result.rowcount

@@ -15,12 +15,16 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:  # boto3-stubs, a dev dependency: the type checker's, not the service's
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 CHUNK = 1024 * 1024
 NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
@@ -116,7 +120,8 @@ class S3Store:
 
     def delete(self, names: list[str]) -> None:
         for start in range(0, len(names), 1000):  # the API's batch limit
-            batch = [{"Key": self.key(n)} for n in names[start:start + 1000]]
+            batch: list[ObjectIdentifierTypeDef] = [
+                {"Key": self.key(n)} for n in names[start:start + 1000]]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch,
                                                                    "Quiet": True})
 

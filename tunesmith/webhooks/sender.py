@@ -20,7 +20,7 @@ from standardwebhooks import Webhook
 
 from tunesmith.db.base import now
 from tunesmith.db.models import WebhookDelivery, WebhookEndpoint
-from tunesmith.db.session import session_scope
+from tunesmith.db.session import rows_changed, session_scope
 from tunesmith.settings import settings
 from tunesmith.webhooks.signing_secrets import unseal
 from tunesmith.webhooks.urls import RefusedURL, check_url
@@ -61,9 +61,9 @@ def _claim(limit: int = BATCH) -> list[str]:
                                      .order_by(WebhookDelivery.next_attempt_at).limit(limit)).all()
         for delivery_id in candidates:
             # The same condition again in the UPDATE: of two senders, one changes the row.
-            result = session.execute(sa.update(WebhookDelivery).where(
-                WebhookDelivery.id == delivery_id, due).values(claimed_until=clock + claim_for))
-            if result.rowcount == 1:
+            claim = sa.update(WebhookDelivery).where(
+                WebhookDelivery.id == delivery_id, due).values(claimed_until=clock + claim_for)
+            if rows_changed(session, claim) == 1:
                 taken.append(delivery_id)
     return taken
 
