@@ -15,7 +15,7 @@ TORCH ?= torch==2.13.0
 # scikit-learn, matplotlib), beside mlflow-skinny of the same version and what it serves with
 # (requirements-mlflow-server.in). The version is the lock's mlflow-skinny.
 MLFLOW ?= $(shell sed -n 's/^mlflow-skinny==//p' $(LOCK))
-# LoRA on GPTQ checkpoints (tests/api/test_quantized_gptq.py quantises with it on CPU):
+# LoRA on GPTQ checkpoints (tests/e2e/test_quantized_gptq.py quantises with it on CPU):
 # gptqmodel 7.6.0 (7.7 needs torch 2.14, 7.0 fails to import under transformers 5.25) without
 # its own pins (numpy==2.2.6, torchao, ninja, maturin: the CPU path we use imports none of them
 # and runs on our numpy 2.4.6), beside optimum and what gptqmodel imports at the top. So

@@ -82,7 +82,7 @@ def _fork_server_state(queue: Any) -> None:
 
 
 def fork_server_check() -> dict[str, Any]:
-    from worker.launch import _children_allowed, forkserver
+    from worker.process.launch import _children_allowed, forkserver
 
     started = time.monotonic()
     context = forkserver()
@@ -122,7 +122,7 @@ def answers_right(model_dir: Path, adapter: Path | None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tests.utils.learning import bundled_instructions, prompt_answer_ids
+    from testbed.learning import bundled_instructions, prompt_answer_ids
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -144,9 +144,9 @@ def answers_right(model_dir: Path, adapter: Path | None) -> int:
 
 def serve_check(root: Path) -> list[dict[str, Any]]:
     """LoRA and QLoRA jobs through `tunesmith serve`, with no network."""
-    from tests.utils.jobs import Project
-    from tests.utils.learning import bundled_instructions
-    from tests.utils.servers import run_cli, start_api
+    from testbed.jobs import Project
+    from testbed.learning import bundled_instructions
+    from testbed.servers import run_cli, start_api
 
     env = {k: v for k, v in os.environ.items()
            if k not in ("TUNESMITH_DATABASE_URL", "TUNESMITH_BROKER_URL", "USE_HUB_KERNELS")}

@@ -1,8 +1,8 @@
 """Peak GPU memory of tunings on a 4-bit base, measured against the dry run's estimate.
 
 A ~1B Llama (TinyLlama-1.1B's shape, random bf16 weights, bench/gpu_tunings.build_model)
-trains a few SFT steps through the service's own path (worker.training.setup, the tuning's
-plan on the quantised base, worker.training.trainer_arguments: paged AdamW, bf16) in two
+trains a few SFT steps through the service's own path (worker.training.workflow.setup, the tuning's
+plan on the quantised base, worker.training.workflow.trainer_arguments: paged AdamW, bf16) in two
 cells, each a subprocess of its own so its peak is its own:
 
 - lora on bnb_nf4 (QLoRA's setup, `quantization: {"method": "bnb_nf4"}`),
@@ -48,13 +48,13 @@ def run_cell(name: str, shape: Shape, device: str, parameters: int) -> dict[str,
 
     from tunesmith.dry_run import training_setup
     from tunesmith.memory_estimate import GIB, ModelShape, estimate
-    from tunesmith.models import resolve_model
+    from tunesmith.model_names import resolve_model
     from tunesmith.spec.hyperparameters import Hyperparameters
     from tunesmith.spec.job import JobSpec
-    from worker.context import JobContext
-    from worker.modeling import load_model, load_tokenizer
-    from worker.quantization import is_quantized
-    from worker.training import setup, trainer_arguments
+    from worker.training.context import JobContext
+    from worker.training.modeling import load_model, load_tokenizer
+    from worker.training.quantization import is_quantized
+    from worker.training.workflow import setup, trainer_arguments
 
     class BenchContext(JobContext):
         """A job with no database row: what would be events are kept in memory."""

@@ -1,11 +1,12 @@
 """GPU training speed per tuning: tokens/s, MFU and peak memory of a ~1B-parameter Llama.
 
 The model is built from a config (TinyLlama-1.1B's shape) with random weights, saved once,
-and loaded for each cell through the service's own path (worker.modeling.load_model, then
+and loaded for each cell through the service's own path (worker.training.modeling.load_model, then
 the tuning's registered plan: quantisation for qlora, peft wrapping for the others). Each
 tuning trains with two SFTConfigs on the same data:
 
-- service: what the service resolves for the job (worker.training.trainer_arguments with the
+- service: what the service resolves for the job
+  (worker.training.workflow.trainer_arguments with the
   resolved hyperparameters: bf16 where supported, gradient checkpointing only above 3B),
 - trl defaults: SFTConfig() as trl ships it (bf16, gradient checkpointing on, ...),
 
@@ -66,7 +67,7 @@ def build_model(folder: Path, shape: Shape, device: str) -> int:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from worker.tiny_model import build_tokenizer
+    from worker.training.tiny_model import build_tokenizer
 
     tokenizer = build_tokenizer()
     config = LlamaConfig(
@@ -97,10 +98,10 @@ def run_cell(tuning_name: str, config_name: str, shape: Shape, device: str,
 
     from tunesmith.spec.hyperparameters import Hyperparameters
     from tunesmith.spec.job import JobSpec
-    from worker.context import JobContext
-    from worker.modeling import load_model, load_tokenizer
     from worker.registry import tuning as tuning_plan
-    from worker.training import setup, trainer_arguments
+    from worker.training.context import JobContext
+    from worker.training.modeling import load_model, load_tokenizer
+    from worker.training.workflow import setup, trainer_arguments
 
     class BenchContext(JobContext):
         """A job with no database row: what would be events are kept in memory."""

@@ -1,6 +1,6 @@
 """Where a training child's cold start and exit go: `python -m bench.import_probe`.
 
-Imports what `python -m worker.train` imports, in its order, one package at a time, and
+Imports what `python -m worker.training.child` imports, in its order, one package at a time, and
 prints one JSON line with the seconds each one added. An atexit handler registered before
 anything else runs last of all handlers and stamps the time, so the parent can tell how long
 the interpreter took to go away after the work was done (teardown of torch & co).
@@ -15,9 +15,10 @@ import importlib  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 
-# In the order the child meets them: worker.train's own imports, then what the objective and
-# tuning modules pull in (peft imports bitsandbytes when it is installed).
-MODULES = ("worker.train", "torch", "transformers", "bitsandbytes", "peft", "datasets", "trl")
+# In the order the child meets them: worker.training.child's own imports, then what the
+# objective and tuning modules pull in (peft imports bitsandbytes when it is installed).
+MODULES = ("worker.training.child", "torch", "transformers", "bitsandbytes", "peft", "datasets",
+           "trl")
 
 
 def _stamp() -> None:

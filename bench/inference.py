@@ -40,7 +40,7 @@ LEVELS = (1, 4, 16)
 
 
 def _prompts() -> list[str]:
-    from tests.utils.learning import bundled_instructions
+    from testbed.learning import bundled_instructions
 
     return [r["messages"][0]["content"] for r in bundled_instructions()]
 
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = parser.parse_args()
-    from tests.utils.servers import free_port, wait_until
+    from testbed.servers import free_port, wait_until
 
     device = _device(args.device)
 

@@ -18,7 +18,7 @@ from bench.data import long_chat_rows, write_jsonl
 from bench.report import Figure, median
 from bench.stack import Stack
 from bench.watch import JobTrace, Watcher
-from tests.utils.servers import REPO
+from testbed.servers import REPO
 
 BENCH = "overhead"
 MODEL_NAME = "bench-llama"
@@ -39,7 +39,7 @@ QUICK = OverheadSettings(hidden_size=64, num_layers=2, rows=16, max_steps=8, rep
 
 def build_model(stack: Stack, settings: OverheadSettings) -> Path:
     folder = stack.models / MODEL_NAME
-    code = ("import sys; from pathlib import Path; from worker.tiny_model import "
+    code = ("import sys; from pathlib import Path; from worker.training.tiny_model import "
             "build_tiny_model; build_tiny_model(Path(sys.argv[1]), hidden_size=int(sys.argv[2]),"
             " num_layers=int(sys.argv[3]))")
     subprocess.run([sys.executable, "-c", code, str(folder), str(settings.hidden_size),

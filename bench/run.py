@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench import api_load, event_streams, overhead, sft_speed
-from bench import queue as queue_bench
+from bench import queue_wait as queue_bench
 from bench.report import Figure, machine, markdown, write
 from bench.stack import Stack, running_stack
 

@@ -7,11 +7,11 @@ rows with bare trl + peft, and is compared with the baseline on the same data an
 - baseline: trl's defaults for the optimizer and batches (padded batches,
   `adamw_torch_fused`), activation checkpointing off (trl's SFTConfig turns it on by default;
   here it is the memory option measured below, not part of the baseline),
-- padding_free: `worker.batching.padding_free_collator` (rows joined, no pad tokens),
+- padding_free: `worker.data.batching.padding_free_collator` (rows joined, no pad tokens),
 - adamw_foreach: `optim="adamw_torch"` (the foreach implementation),
 - gradient_checkpointing: activation checkpointing on (a memory option: lower peak RSS,
   slower steps),
-- service: what the service picks, padding-free iff `worker.batching.choose_layout("auto")`
+- service: what the service picks, padding-free iff `worker.data.batching.choose_layout("auto")`
   says so on the rows' lengths. It trains with the settings of one of the cells above, so it
   reuses that cell's measurement rather than training again.
 
@@ -140,9 +140,14 @@ def _train(cell: dict[str, Any], start_rss: int) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from worker.batching import ModelShape, choose_layout, estimated_ratio, padding_free_collator
-    from worker.length_check import row_lengths
-    from worker.modeling import count_parameters
+    from worker.data.batching import (
+        ModelShape,
+        choose_layout,
+        estimated_ratio,
+        padding_free_collator,
+    )
+    from worker.data.length_check import row_lengths
+    from worker.training.modeling import count_parameters
 
     if cell.get("threads"):
         torch.set_num_threads(cell["threads"])
@@ -261,7 +266,7 @@ def measure(settings: Settings, home: Path) -> list[dict[str, Any]]:
     # Built in a child: the tokenizer's training would otherwise load transformers here.
     subprocess.run([sys.executable, "-c",
                     "import sys; from pathlib import Path; "
-                    "from worker.tiny_model import build_tiny_model; "
+                    "from worker.training.tiny_model import build_tiny_model; "
                     f"build_tiny_model(Path(sys.argv[1]), hidden_size={settings.hidden_size}, "
                     f"num_layers={settings.num_layers})", str(model)],
                    cwd=REPO, check=True, capture_output=True, timeout=300)
@@ -495,7 +500,7 @@ def main() -> None:
         return
     found, raw = run(settings_from(args))
     print(markdown(found))
-    print("Cost model (worker.batching.estimated_ratio) against measurement:\n")
+    print("Cost model (worker.data.batching.estimated_ratio) against measurement:\n")
     print(raw["cost_model_table"])
     for table in raw["curves"].values():
         print(table)

@@ -16,14 +16,14 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from tests.utils.servers import (
+from testbed.servers import (
     Service,
     run_cli,
     start_api,
     start_backing_servers,
     start_worker,
 )
-from tests.utils.stack import Servers
+from testbed.stack import Servers
 
 BENCH_SETTINGS = {
     "TUNESMITH_ALLOW_HUB_DOWNLOADS": "false",

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.utils.seaweedfs import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedFS
+from testbed.seaweedfs import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedFS
 from tunesmith import storage
 from tunesmith.settings import settings
 

@@ -18,9 +18,9 @@ import pytest
 # second worker each spinning two OpenMP threads slow each other down 20-50x.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
-from tests.utils.servers import (
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
+from testbed.servers import (
     FAST_RECOVERY,
     Service,
     run_cli,
@@ -31,8 +31,8 @@ from tests.utils.servers import (
     stop_everything,
     wait_inference,
 )
-from tests.utils.stack import Servers
-from tests.utils.tuning_jobs import submit_tuning_jobs
+from testbed.stack import Servers
+from testbed.tuning_jobs import submit_tuning_jobs
 
 
 @dataclass
@@ -66,7 +66,7 @@ def stack() -> Iterator[Stack]:
         wait_inference(inference, env)
         yield Stack(root, env, postgres, redis, api, url, worker, inference)
     finally:
-        # Whatever started, in any state the run ended in (tests/test_servers_cleanup.py).
+        # Whatever started, in any state the run ended in (tests/faults/test_servers_cleanup.py).
         stop_everything()
         if not os.environ.get("TUNESMITH_KEEP_TEST_DIR"):
             shutil.rmtree(root, ignore_errors=True)

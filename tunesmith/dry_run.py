@@ -1,7 +1,7 @@
 """A job's dry run: what it would resolve to, the memory it needs, which GPU classes it fits.
 
 Torch-free: the API answers from the model's config.json and the job spec, with the same
-hyperparameter resolution and memory plan the worker runs (worker/hyperparameters.py and
+hyperparameter resolution and memory plan the worker runs (worker/training/hyperparameters.py and
 tunesmith/memory_plan.py are pure Python), planned for each GPU class as the worker would
 plan it on that card.
 """
@@ -14,7 +14,7 @@ from typing import Any
 from tunesmith.memory_estimate import CUDA_CONTEXT_BYTES, GIB, ModelShape, TrainingSetup
 from tunesmith.memory_estimate import TUNINGS as ESTIMATED_TUNINGS
 from tunesmith.memory_plan import MemoryPlan, choose
-from tunesmith.models import ModelLocation
+from tunesmith.model_names import ModelLocation
 from tunesmith.spec.job import JobSpec
 from tunesmith.spec.quantization import QUANTIZABLE_TUNINGS
 
@@ -53,7 +53,7 @@ def read_config(location: ModelLocation) -> dict[str, Any] | None:
 
 
 def training_setup(spec: JobSpec, device: str = "cuda") -> TrainingSetup:
-    """The estimate's view of the job's tuning (as worker/training.py builds it)."""
+    """The estimate's view of the job's tuning (as worker/training/workflow.py builds it)."""
     t = spec.tuning
     return TrainingSetup(
         tuning=t.type, precision="bf16", micro_batch=1, seq_len=1, checkpointing=False,
@@ -66,7 +66,7 @@ def training_setup(spec: JobSpec, device: str = "cuda") -> TrainingSetup:
         chunked_logits=spec.method.type == "supervised", device=device,
         sequences_per_row=spec.method.planned_sequences or 1,
         quantization=spec.quantization.method if spec.quantization else None,
-        # Quantised jobs train with paged AdamW on CUDA (worker/quantization.py).
+        # Quantised jobs train with paged AdamW on CUDA (worker/training/quantization.py).
         paged_optimizer=spec.quantization is not None or t.type == "qlora")
 
 
@@ -74,7 +74,7 @@ def _resolve(spec: JobSpec, *, rows: int, config: dict[str, Any] | None,
              shape: ModelShape | None, free_bytes: int | None) -> Any:
     # Imported here: the worker package's resolution is pure Python, and only a dry run
     # needs it in the API.
-    from worker.hyperparameters import MemoryInputs, resolve
+    from worker.training.hyperparameters import MemoryInputs, resolve
 
     setup = training_setup(spec)
     memory = None

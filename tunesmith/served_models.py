@@ -1,7 +1,7 @@
 """The models a project can use for inference (`/v1/models`): base models and the project's
 fine-tuned models (each job's result and each listed checkpoint), whatever their tuning.
 
-`tunesmith.models` resolves `ft:` names for starting jobs, where only mergeable tunings
+`tunesmith.model_names` resolves `ft:` names for starting jobs, where only mergeable tunings
 count; here every causal tuning counts, and a name resolves to the folders the inference
 process loads (`ModelRef` there, a plain dict here: the API imports no torch).
 
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from tunesmith import storage
 from tunesmith.db.models import Artifact, Checkpoint, Job
-from tunesmith.models import (
+from tunesmith.model_names import (
     FINE_TUNED_PREFIX,
     BadModelName,
     ModelNotFound,

@@ -14,7 +14,7 @@ from tunesmith.spec.objectives import MethodSpec
 from tunesmith.spec.tunings import TuningSpec
 
 if TYPE_CHECKING:
-    from worker.context import JobContext
+    from worker.training.context import JobContext
 
 # What a model is loaded as: a causal LM, or a one-output sequence classifier (the reward
 # and value models of RLHF).

@@ -16,7 +16,7 @@ from api.errors import InvalidRequest, NotFound, error_responses
 from api.inference_forward import forward
 from api.schemas.completions import ChatCompletion, Completion
 from api.schemas.media import event_stream
-from tunesmith.models import BadModelName, ModelNotFound
+from tunesmith.model_names import BadModelName, ModelNotFound
 from tunesmith.served_models import resolve_served
 from tunesmith.settings import settings
 

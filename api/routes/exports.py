@@ -22,7 +22,7 @@ from tunesmith.db.models import Checkpoint, Export, Job, Project
 from tunesmith.exports.storage import export_dir
 from tunesmith.jobs import exports as export_ops
 from tunesmith.jobs.exports import ExportStatus
-from tunesmith.models import BadModelName, ModelNotFound, parse_fine_tuned, resolve_model
+from tunesmith.model_names import BadModelName, ModelNotFound, parse_fine_tuned, resolve_model
 
 router = APIRouter(tags=["exports"])
 

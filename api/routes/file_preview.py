@@ -19,7 +19,7 @@ from api.routes.files import _get_file
 from api.schemas.files import FilePreview
 from tunesmith import storage
 from tunesmith.json_input import JSONInputError, read_rows
-from tunesmith.models import BadModelName, ModelNotFound, resolve_model
+from tunesmith.model_names import BadModelName, ModelNotFound, resolve_model
 from tunesmith.settings import settings
 
 router = APIRouter(prefix="/v1/files", tags=["files"])

@@ -32,7 +32,7 @@ PURPOSES = {"fine-tune", "fine-tune-results", "batch", "user_data", "assistants"
 
 
 def _lines(path: Path) -> Iterator[Line]:
-    # The worker reads the stored file through the same reader (worker/context.py).
+    # The worker reads the stored file through the same reader (worker/training/context.py).
     with path.open("rb") as handle:
         yield from iter_lines(handle, max_line_bytes=settings.max_line_bytes)
 

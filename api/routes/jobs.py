@@ -34,7 +34,7 @@ from tunesmith.jobs.lifecycle import Refused
 from tunesmith.jobs.operations import cancel, create, pause, resume
 from tunesmith.jobs.states import JobStatus
 from tunesmith.model_modules import matches, short_names, weight_modules
-from tunesmith.models import (
+from tunesmith.model_names import (
     BadModelName,
     ModelLocation,
     ModelNotFound,

@@ -8,7 +8,7 @@ from api.deps import CurrentProject, SessionDep
 from api.errors import InvalidRequest, NotFound, error_responses
 from api.schemas.models import ModelDeleted, ModelList, ModelObject
 from api.serializers import list_object
-from tunesmith.models import BadModelName, ModelNotFound
+from tunesmith.model_names import BadModelName, ModelNotFound
 from tunesmith.served_models import NO_SUCH_MODEL, delete_model, project_models
 
 router = APIRouter(prefix="/v1", tags=["models"])

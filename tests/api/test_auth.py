@@ -18,9 +18,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
-from tests.utils.servers import run_cli
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
+from testbed.servers import run_cli
 
 MARKER = "zebra-quartz-7731"  # in the owner's data only: must never reach another project
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
 
 GOOD_ROW = json.dumps(bundled_instructions()[0])
 

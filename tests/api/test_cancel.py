@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
 
 CANCEL_WITHIN_SECONDS = 10.0
 
@@ -60,7 +60,7 @@ def test_queued_job_cancels_at_once_and_running_one_stops_in_seconds(
         project: Project, file_id: str, running: dict[str, Any]) -> None:
     job_id, pid = running["id"], running["pid"]
     # The training really runs in that process before the cancel.
-    assert "worker.train" in _cmdline(pid) and job_id in _cmdline(pid)
+    assert "worker.training.child" in _cmdline(pid) and job_id in _cmdline(pid)
     assert project.job(job_id)["status"] == "running"
 
     # The one worker is busy, so these two wait in the queue.

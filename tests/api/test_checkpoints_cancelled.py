@@ -11,8 +11,8 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
 
 
 def test_cancelled_job_keeps_its_last_checkpoint(project: Project, stack: Any,

@@ -15,8 +15,8 @@ import torch
 from peft import AutoPeftModelForCausalLM, PeftModel
 from transformers import AutoModelForCausalLM
 
-from tests.utils.jobs import Project, train_and_wait
-from tests.utils.learning import bundled_instructions
+from testbed.jobs import Project, train_and_wait
+from testbed.learning import bundled_instructions
 
 SAVE_STEPS = 2
 STEPS = 14  # 16 rows, batch 8, 7 epochs: checkpoints at 2, 4, ..., 14

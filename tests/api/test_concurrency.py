@@ -18,8 +18,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.utils.jobs import Project
-from tests.utils.servers import start_api
+from testbed.jobs import Project
+from testbed.servers import start_api
 
 CAP = 8
 

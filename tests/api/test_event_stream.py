@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from testbed.jobs import Project, wait_succeeded
+from testbed.learning import bundled_instructions
+from testbed.servers import run_cli
+from testbed.sse import Message, messages, open_stream, strict_loads
 from tests.conftest import Stack
-from tests.utils.jobs import Project, wait_succeeded
-from tests.utils.learning import bundled_instructions
-from tests.utils.servers import run_cli
-from tests.utils.sse import Message, messages, open_stream, strict_loads
 from tunesmith.db.models import JobEvent
 from tunesmith.jobs.events import add_event
 

@@ -20,9 +20,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
-from tests.utils.servers import (
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
+from testbed.servers import (
     FAST_RECOVERY,
     Postgres,
     Service,
@@ -30,8 +30,8 @@ from tests.utils.servers import (
     start_api,
     start_backing_servers,
 )
-from tests.utils.sse import Message, messages, open_stream
-from tests.utils.stack import Servers
+from testbed.sse import Message, messages, open_stream
+from testbed.stack import Servers
 
 CAP = 50
 

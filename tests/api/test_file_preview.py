@@ -3,8 +3,8 @@ counts from the named model's tokenizer; a bad model or limit is a 400 naming th
 
 from tokenizers import Tokenizer
 
+from testbed.jobs import Project
 from tests.conftest import Stack
-from tests.utils.jobs import Project
 
 
 def test_preview_counts_each_rows_tokens_with_the_models_tokenizer(stack: Stack,

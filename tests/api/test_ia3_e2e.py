@@ -11,7 +11,7 @@ import pytest
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.utils.learning import answer_log_likelihood, bundled_instructions
+from testbed.learning import answer_log_likelihood, bundled_instructions
 
 
 @pytest.fixture(scope="module")

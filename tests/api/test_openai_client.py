@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from openai import ConflictError, NotFoundError, OpenAI
 
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
 
 # 16 rows, batch 8: 2 steps an epoch, 20 steps, a checkpoint every 5.
 HYPERPARAMETERS = {"n_epochs": 10, "batch_size": 8, "learning_rate": 5e-3, "save_steps": 5}

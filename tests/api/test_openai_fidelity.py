@@ -20,8 +20,8 @@ import pytest
 from jsonschema import validators
 from openai import BadRequestError, OpenAI
 
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
 
 EXCERPT = json.loads((Path(__file__).parents[1] / "data" / "openai_openapi_excerpt.json")
                      .read_text())

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from openai import OpenAI
 
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
 from tests.conftest import Stack
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
 
 STOP_WITHIN_SECONDS = 10.0
 

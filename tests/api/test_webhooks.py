@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
-from tests.utils.servers import wait_until
-from tests.utils.webhook_receiver import Receiver
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
+from testbed.servers import wait_until
+from testbed.webhook_receiver import Receiver
 
 EVENTS = ["fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled"]
 

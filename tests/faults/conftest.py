@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.servers import run_cli
 from tests.faults.stack import FaultStack, build_stack
-from tests.utils.servers import run_cli
 
 
 @pytest.fixture(scope="session")

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.utils.servers import (
+from testbed.servers import (
     FAST_RECOVERY,
     Service,
     start_api,
     start_backing_servers,
     start_worker,
 )
-from tests.utils.stack import Servers
+from testbed.stack import Servers
 
 
 @dataclass

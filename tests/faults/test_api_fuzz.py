@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from testbed.learning import bundled_instructions
+from testbed.servers import start_inference, wait_inference
 from tests.faults.stack import FaultStack
-from tests.utils.learning import bundled_instructions
-from tests.utils.servers import start_inference, wait_inference
 
 # No worker: the jobs the fuzzer creates stay queued. No rate limit: it would answer most
 # requests 429 and hide the handlers from the fuzzer (429 stays documented).

@@ -11,8 +11,8 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from testbed.learning import answer_token_accuracy, bundled_instructions
 from tests.faults.stack import FaultStack
-from tests.utils.learning import answer_token_accuracy, bundled_instructions
 
 STACK_ENV = {"TUNESMITH_WARM_START": "false"}
 

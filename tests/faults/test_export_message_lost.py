@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import redis
 
+from testbed.learning import bundled_instructions
 from tests.faults.stack import FaultStack, wait_for
-from tests.utils.learning import bundled_instructions
 
 pytestmark = pytest.mark.timeout(900)
 SFT: dict[str, Any] = {

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
+from testbed.learning import bundled_instructions
+from testbed.servers import free_port
 from tests.faults.stack import FaultStack
-from tests.utils.learning import bundled_instructions
-from tests.utils.servers import free_port
 
 pytestmark = pytest.mark.timeout(600)
 

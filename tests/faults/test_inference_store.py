@@ -16,6 +16,8 @@ import httpx
 import openai
 import pytest
 
+from testbed.learning import bundled_instructions
+from testbed.servers import Service, start_inference, wait_inference
 from tests.conftest import LORA_SFT
 from tests.faults.test_many_nodes import (  # noqa: F401 (the module's fixtures, reused)
     PREFIX,
@@ -23,8 +25,6 @@ from tests.faults.test_many_nodes import (  # noqa: F401 (the module's fixtures,
     nodes,
     outside_scratch,
 )
-from tests.utils.learning import bundled_instructions
-from tests.utils.servers import Service, start_inference, wait_inference
 
 pytestmark = pytest.mark.timeout(1200)
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
+from testbed.seaweedfs import SeaweedFS
+from testbed.servers import FAST_RECOVERY, start_api, start_backing_servers, start_worker
 from tests.faults.evidence import checkpoint_steps, claims, loss_by_step
 from tests.faults.stack import FaultStack, wait_for
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
-from tests.utils.seaweedfs import SeaweedFS
-from tests.utils.servers import FAST_RECOVERY, start_api, start_backing_servers, start_worker
 
 pytestmark = pytest.mark.timeout(900)
 

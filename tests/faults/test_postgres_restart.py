@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
 from tests.faults.evidence import checkpoint_steps, claims, step_metrics, training_starts
 from tests.faults.stack import FaultStack, wait_for
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
 
 # A module's stack and its jobs start inside its first test; a loaded 2-core machine
 # needs more than the default 600 s.
@@ -85,7 +85,7 @@ def test_job_survives_a_postgres_restart(fault_stack: FaultStack, project: Proje
     # Every checkpoint recorded, the ones saved while the database was away included.
     expected = list(range(10, STEPS + 1, 10))
     assert sorted(checkpoint_steps(events)) == expected
-    # The newest five stay listed (worker/listed_checkpoints.py).
+    # The newest five stay listed (worker/training/listed_checkpoints.py).
     assert sorted(c["step_number"] for c in run["checkpoints"]) == expected[-5:]
     assert run["during"].status_code == 503, run["during"].text
     assert run["during"].json()["error"]["code"] == "database_unavailable"

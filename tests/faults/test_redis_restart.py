@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
 from tests.faults.evidence import claims, training_starts
 from tests.faults.stack import FaultStack, wait_for
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
 
 # A module's stack and its jobs start inside its first test; a loaded 2-core machine
 # needs more than the default 600 s.

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from testbed.jobs import Project
+from testbed.learning import bundled_instructions
+from testbed.webhook_receiver import Receiver
 from tests.faults.stack import FaultStack, wait_for
-from tests.utils.jobs import Project
-from tests.utils.learning import bundled_instructions
-from tests.utils.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -10,6 +10,9 @@ import pytest
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from testbed.jobs import Project
+from testbed.learning import answer_token_accuracy, bundled_instructions
+from testbed.servers import Service
 from tests.faults.evidence import (
     checkpoint_steps,
     child_pids,
@@ -19,9 +22,6 @@ from tests.faults.evidence import (
     training_starts,
 )
 from tests.faults.stack import FaultStack, wait_for
-from tests.utils.jobs import Project
-from tests.utils.learning import answer_token_accuracy, bundled_instructions
-from tests.utils.servers import Service
 
 # A module's stack and its jobs start inside its first test; a loaded 2-core machine
 # needs more than the default 600 s.

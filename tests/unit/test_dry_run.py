@@ -14,7 +14,7 @@ import pytest
 from tests.unit.test_memory_estimate import H200_PEAK_GIB, TINYLLAMA_CONFIG
 from tunesmith.dry_run import GpuClassesError, dry_run, parse_gpu_classes
 from tunesmith.memory_estimate import GIB, ModelShape, TrainingSetup, estimate
-from tunesmith.models import ModelLocation
+from tunesmith.model_names import ModelLocation
 from tunesmith.spec.job import JobSpec
 from tunesmith.spec.tunings import FullTuning
 

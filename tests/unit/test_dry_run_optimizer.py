@@ -6,8 +6,8 @@ from dataclasses import replace
 from tunesmith.memory_estimate import GIB, ModelShape, TrainingSetup
 from tunesmith.memory_plan import choose
 from tunesmith.spec.job import JobSpec
-from worker.context import JobContext
-from worker.quantization import choose_optimizer
+from worker.training.context import JobContext
+from worker.training.quantization import choose_optimizer
 
 SHAPE = ModelShape(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008,
                    vocab=32000)

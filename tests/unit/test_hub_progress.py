@@ -3,7 +3,7 @@ a second reports once per interval and once when it completes."""
 
 from typing import Any
 
-from worker.hub_download import progress_bar_class
+from worker.training.hub_download import progress_bar_class
 
 
 def test_progress_is_reported_throttled_and_at_completion() -> None:

@@ -18,8 +18,8 @@ from tunesmith.memory_estimate import (
     layer_activation_bytes_per_token,
 )
 from tunesmith.memory_plan import MemoryPlan, choose, micro_batches
-from worker.failures import classify
-from worker.oom_recovery import Replan, next_replan
+from worker.process.oom_recovery import Replan, next_replan
+from worker.training.failures import classify
 
 TINYLLAMA_CONFIG = {  # the config.json fields the estimate reads
     "hidden_size": 2048, "num_hidden_layers": 22, "num_attention_heads": 32,
@@ -117,7 +117,7 @@ def test_activation_terms_match_what_autograd_saves(tuning: str) -> None:
 
 def _plan(free_gib: float | None, tuning: str = "lora", **kw: object) -> MemoryPlan:
     fields: dict = {"batch": 8, "checkpointing": None, "supports_checkpointing": True,
-                    "lean": tuning == "qlora", **kw}  # as worker/training.py sets it
+                    "lean": tuning == "qlora", **kw}  # as worker/training/workflow.py sets it
     return choose(ModelShape.from_config(TINYLLAMA_CONFIG), _setup(tuning, False),
                   free_bytes=None if free_gib is None else int(free_gib * GIB), **fields)
 

@@ -43,7 +43,7 @@ from tunesmith.db.models import (
     WebhookEndpoint,
 )
 from tunesmith.dry_run import dry_run
-from tunesmith.models import ModelLocation
+from tunesmith.model_names import ModelLocation
 from tunesmith.spec.job import JobSpec
 
 

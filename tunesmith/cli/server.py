@@ -187,7 +187,7 @@ def inference(
     # Imported here: the server pulls in torch, which no other command needs.
     from inference.server import main as serve_inference
     from tunesmith.settings import settings
-    from worker.hub_access import apply_hub_settings
+    from worker.process.hub_access import apply_hub_settings
 
     apply_hub_settings()
     serve_inference(host, port or settings.inference_port)
@@ -217,7 +217,7 @@ def _worker(queues: str | None, concurrency: int, loglevel: str, node: str | Non
     queues = queues or settings.queue
     hostname = host_format(node or f"tunesmith-{os.getpid()}@%h")
     prepare_broker([q.strip() for q in queues.split(",") if q.strip()])
-    from worker.celery_app import app
+    from worker.process.celery_app import app
 
     stop_beating = threading.Event()
     heartbeat: list[threading.Thread] = []
@@ -248,7 +248,7 @@ def tiny_model(
 ) -> None:
     """Build the tiny test model into the models root."""
     from tunesmith.settings import settings
-    from worker.tiny_model import build_tiny_model
+    from worker.training.tiny_model import build_tiny_model
 
     settings.ensure_dirs()
     print(build_tiny_model(settings.models_dir / name, seed=seed))

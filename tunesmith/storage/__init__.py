@@ -63,7 +63,7 @@ def listed_checkpoints_dir(job_id: str) -> Path:
 
     Apart from the trainer's own folder (`checkpoints_dir`), whose rotation deletes old
     checkpoints and which holds pickled optimizer state: a listed checkpoint stays on disk
-    until it is unlisted, in the same step (worker/listed_checkpoints.py).
+    until it is unlisted, in the same step (worker/training/listed_checkpoints.py).
     """
     return job_dir(job_id) / "listed_checkpoints"
 

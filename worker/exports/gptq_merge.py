@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.settings import settings
-from worker.quantization import gptq_config, size_gptq_cpu_pool
+from worker.training.quantization import gptq_config, size_gptq_cpu_pool
 
 
 def is_gptq_checkpoint(path_or_id: str) -> bool:

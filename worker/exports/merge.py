@@ -14,11 +14,16 @@ from typing import Any
 
 from tunesmith import storage
 from tunesmith.db.session import session_scope
-from tunesmith.models import FineTunedSource, parse_fine_tuned, resolve_fine_tuned, resolve_model
+from tunesmith.model_names import (
+    FineTunedSource,
+    parse_fine_tuned,
+    resolve_fine_tuned,
+    resolve_model,
+)
 from tunesmith.settings import settings
-from worker.db_retry import with_db_retry
 from worker.exports.gptq_merge import is_gptq_checkpoint, load_dequantized
-from worker.public_names import name_the_model
+from worker.process.db_retry import with_db_retry
+from worker.training.public_names import name_the_model
 
 
 def source_of(name: str) -> FineTunedSource:

@@ -14,12 +14,12 @@ from tunesmith.db.models import Export, Job
 from tunesmith.db.session import session_scope
 from tunesmith.exports.storage import export_dir
 from tunesmith.jobs.exports import ExportStatus, claim_export, finish_export, renew_export_lease
-from tunesmith.models import FineTunedSource
+from tunesmith.model_names import FineTunedSource
 from tunesmith.settings import settings
-from worker.artifacts import FORBIDDEN_SUFFIXES
-from worker.db_retry import with_db_retry
 from worker.exports.gguf_export import NotExportable, write_gguf
 from worker.exports.merge import source_of, write_merged
+from worker.process.db_retry import with_db_retry
+from worker.training.artifacts import FORBIDDEN_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from trl import DPOConfig, DPOTrainer
 
 from tunesmith.spec.objectives import DPOMethod
 from tunesmith.spec.tunings import FullTuning
-from worker.context import JobContext
-from worker.modeling import load_model
-from worker.preference_data import prepare_pairs_job
+from worker.data.preference_data import prepare_pairs_job
 from worker.registry import register_objective
-from worker.saving import save_result
-from worker.training import run_trainer, trainable_model, trainer_arguments
+from worker.training.context import JobContext
+from worker.training.modeling import load_model
+from worker.training.saving import save_result
+from worker.training.workflow import run_trainer, trainable_model, trainer_arguments
 
 DEFAULT_BETA = 0.1
 REFERENCE_ADAPTER = "ref"  # the name trl gives its copy of the starting adapter

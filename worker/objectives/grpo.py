@@ -22,14 +22,14 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from tunesmith.spec.objectives import GRPOMethod
-from worker.context import JobContext
-from worker.failures import InvalidData
-from worker.modeling import load_tokenizer
 from worker.registry import register_objective
 from worker.rl.prompts import as_user_turn, row_prompt
 from worker.rl.rewards import REWARD_FUNCTIONS
-from worker.saving import save_result
-from worker.training import run_trainer, setup, trainable_model, trainer_arguments
+from worker.training.context import JobContext
+from worker.training.failures import InvalidData
+from worker.training.modeling import load_tokenizer
+from worker.training.saving import save_result
+from worker.training.workflow import run_trainer, setup, trainable_model, trainer_arguments
 
 COMPLETIONS_PER_STEP = 8  # what "auto" batch_size aims at
 REFERENCE_ADAPTER = "ref"  # the name trl gives its copy of the starting adapter

@@ -2,8 +2,8 @@
 
 `method.multitask.tasks` names the tasks: a file of supervised rows and a mixing weight each;
 the job's `training_file`, if given, joins as the task "training_file" with weight 1. The
-mixture is sampled by weight (worker.task_mixture); the trainer measures every task's loss on
-its own rows as it goes (worker.task_losses), so the events carry `loss/<task>` beside the
+mixture is sampled by weight (worker.data.task_mixture); the trainer measures every task's loss on
+its own rows as it goes (worker.data.task_losses), so the events carry `loss/<task>` beside the
 mixture's `loss`.
 """
 
@@ -14,21 +14,21 @@ from datasets import Dataset
 from trl import SFTConfig
 
 from tunesmith.spec.objectives import MultitaskMethod
-from worker.context import JobContext
-from worker.failures import InvalidData
-from worker.modeling import load_tokenizer
-from worker.registry import register_objective
-from worker.saving import save_result
-from worker.sft_data import must_split, sft_loss_options, to_sft_row
-from worker.task_losses import TASK_KEY, VALIDATION_KEY, PerTaskLossTrainer
-from worker.task_mixture import (
+from worker.data.sft_data import must_split, sft_loss_options, to_sft_row
+from worker.data.task_losses import TASK_KEY, VALIDATION_KEY, PerTaskLossTrainer
+from worker.data.task_mixture import (
     TRAINING_FILE_TASK,
     TaskData,
     sample_mixture,
     shares,
     unify_shapes,
 )
-from worker.training import run_trainer, setup, trainable_model, trainer_arguments
+from worker.registry import register_objective
+from worker.training.context import JobContext
+from worker.training.failures import InvalidData
+from worker.training.modeling import load_tokenizer
+from worker.training.saving import save_result
+from worker.training.workflow import run_trainer, setup, trainable_model, trainer_arguments
 
 # Rows per task in each loss measurement: enough for a steady mean, cheap next to training.
 MEASURED_ROWS_PER_TASK = 64
@@ -43,7 +43,7 @@ def run(ctx: JobContext, method: MultitaskMethod) -> None:
     files = [t.file for t in config.tasks] + [f for f in (ctx.spec.training_file,
                                                           ctx.spec.validation_file) if f]
     raw = {file_id: ctx.rows(file_id) for file_id in files}
-    # Every file's rows become rows of one shape (see worker/sft_data.py).
+    # Every file's rows become rows of one shape (see worker/data/sft_data.py).
     split = must_split([r for rows in raw.values() for r in rows], tokenizer,
                        assistant_only=config.completion_only_loss)
 

@@ -27,16 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.spec.objectives import PPOHyperparameters, PPOMethod
-from worker.context import JobContext
-from worker.hyperparameters import Resolved
-from worker.modeling import count_parameters, frozen, load_model, load_tokenizer
 from worker.registry import TuningPlan, register_objective
 from worker.rl.checkpoints import load_checkpoint, save_checkpoint
 from worker.rl.ppo import PPOSettings, train_ppo
 from worker.rl.prompts import policy_prompts
 from worker.rl.reward_model import RewardScorer, load_reward_tokenizer, reward_model_location
-from worker.saving import save_result
-from worker.training import setup
+from worker.training.context import JobContext
+from worker.training.hyperparameters import Resolved
+from worker.training.modeling import count_parameters, frozen, load_model, load_tokenizer
+from worker.training.saving import save_result
+from worker.training.workflow import setup
 
 
 @register_objective(PPOMethod)

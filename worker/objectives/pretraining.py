@@ -16,12 +16,12 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from tunesmith.spec.objectives import PretrainingMethod
-from worker.context import JobContext
-from worker.modeling import load_tokenizer
+from worker.data.text_corpus import token_lengths, wrapped_block_count
 from worker.registry import register_objective
-from worker.saving import save_result
-from worker.text_corpus import token_lengths, wrapped_block_count
-from worker.training import run_trainer, setup, trainable_model, trainer_arguments
+from worker.training.context import JobContext
+from worker.training.modeling import load_tokenizer
+from worker.training.saving import save_result
+from worker.training.workflow import run_trainer, setup, trainable_model, trainer_arguments
 
 
 @register_objective(PretrainingMethod)

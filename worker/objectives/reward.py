@@ -25,12 +25,12 @@ from trl import RewardConfig, RewardTrainer
 
 from tunesmith.spec.objectives import RewardMethod
 from tunesmith.spec.tunings import FullTuning
-from worker.context import JobContext
-from worker.modeling import torch_dtype
-from worker.preference_data import prepare_pairs_job
+from worker.data.preference_data import prepare_pairs_job
 from worker.registry import TuningPlan, register_objective, tuning
-from worker.saving import save_result
-from worker.training import run_trainer, trainable_model, trainer_arguments
+from worker.training.context import JobContext
+from worker.training.modeling import torch_dtype
+from worker.training.saving import save_result
+from worker.training.workflow import run_trainer, trainable_model, trainer_arguments
 
 REWARD_MODEL_ARTIFACT = "reward_model"
 

@@ -23,11 +23,11 @@ from tunesmith.spec.objectives import (
     RLHFMethod,
     SupervisedMethod,
 )
-from worker.context import JobContext
 from worker.objectives import reward, supervised
 from worker.objectives.ppo import train_policy
 from worker.objectives.reward import REWARD_MODEL_ARTIFACT
 from worker.registry import register_objective
+from worker.training.context import JobContext
 
 STAGES = RLHFMethod.stages
 DESCRIPTIONS = {

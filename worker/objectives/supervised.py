@@ -4,14 +4,14 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from tunesmith.spec.objectives import SupervisedMethod
-from worker.batching import ModelShape, choose_layout, padding_free_collator
-from worker.context import JobContext
-from worker.length_check import report_truncation, row_lengths
-from worker.modeling import count_parameters, load_tokenizer
+from worker.data.batching import ModelShape, choose_layout, padding_free_collator
+from worker.data.length_check import report_truncation, row_lengths
+from worker.data.sft_data import must_split, sft_loss_options, to_sft_row
 from worker.registry import register_objective
-from worker.saving import save_result
-from worker.sft_data import must_split, sft_loss_options, to_sft_row
-from worker.training import run_trainer, setup, trainable_model, trainer_arguments
+from worker.training.context import JobContext
+from worker.training.modeling import count_parameters, load_tokenizer
+from worker.training.saving import save_result
+from worker.training.workflow import run_trainer, setup, trainable_model, trainer_arguments
 
 
 @register_objective(SupervisedMethod)
@@ -21,7 +21,7 @@ def run(ctx: JobContext, method: SupervisedMethod) -> None:
     tokenizer = load_tokenizer(ctx)
     raw = ctx.rows(ctx.spec.training_file)
     raw_eval = ctx.rows(ctx.spec.validation_file) if ctx.spec.validation_file else []
-    # Both files become rows of one shape (see worker/sft_data.py).
+    # Both files become rows of one shape (see worker/data/sft_data.py).
     split = must_split(raw + raw_eval, tokenizer, assistant_only=config.completion_only_loss)
     rows = [to_sft_row(r, tokenizer, split=split) for r in raw]
     eval_rows = [to_sft_row(r, tokenizer, split=split) for r in raw_eval] or None

@@ -2,7 +2,7 @@
 prompt/completion or preference rows.
 
 Each prompt is kept twice: as written in the row (what a reward model trained on preference
-rows scores a response after: plain prompt + response, see worker/preference_data.py) and as
+rows scores a response after: plain prompt + response, see worker/data/preference_data.py) and as
 the policy reads it (a user turn through the chat template when the tokenizer has one, the
 way the SFT stage trained it to answer).
 """
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.spec.data_formats import RowFormat, detect_row_format
-from worker.failures import InvalidData
+from worker.training.failures import InvalidData
 
 PROMPT_FORMATS = (RowFormat.prompt, RowFormat.prompt_completion, RowFormat.preference)
 

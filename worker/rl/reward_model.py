@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from tunesmith import storage
-from tunesmith.models import resolve_model
+from tunesmith.model_names import resolve_model
 from tunesmith.spec.objectives import ModelReference
-from worker.failures import InvalidData
 from worker.objectives.reward import REWARD_MODEL_ARTIFACT
 from worker.rl.prompts import Prompt
+from worker.training.failures import InvalidData
 
 
 def reward_model_location(reference: ModelReference) -> str:

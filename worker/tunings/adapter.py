@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.spec.tunings import AdapterTuning
-from worker.context import JobContext
 from worker.registry import ModelTask, TuningPlan, register_tuning
+from worker.training.context import JobContext
 from worker.tunings.bottleneck import (
     ADAPTER_NAME,
     CONFIG_NAME,
@@ -54,7 +54,7 @@ def apply(model: Any, tuning: AdapterTuning, task: ModelTask, ctx: JobContext) -
         if name.endswith(ADAPTER_NAME):
             module.float()
     if getattr(model, "is_quantized", False):
-        # On a quantised base (worker/quantization.py has frozen it): transformers' Trainer
+        # On a quantised base (worker/training/quantization.py has frozen it): transformers' Trainer
         # refuses a quantised model that carries no *peft* adapter as "purely quantized",
         # to stop training integer weights. Only these adapters train, so it may go ahead.
         model.is_quantized = False

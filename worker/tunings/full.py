@@ -4,8 +4,8 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.spec.tunings import FullTuning
-from worker.context import JobContext
 from worker.registry import ModelTask, TuningPlan, register_tuning
+from worker.training.context import JobContext
 
 
 def unchanged(model: Any, tuning: FullTuning, task: ModelTask, ctx: JobContext) -> Any:

@@ -6,8 +6,8 @@ from typing import Any
 from peft import IA3Config, TaskType, get_peft_model
 
 from tunesmith.spec.tunings import IA3Tuning
-from worker.context import JobContext
 from worker.registry import ModelTask, TuningPlan, register_tuning
+from worker.training.context import JobContext
 from worker.tunings.lora import save_peft
 
 

@@ -6,8 +6,8 @@ from typing import Any
 from peft import LoraConfig, TaskType, get_peft_model
 
 from tunesmith.spec.tunings import LoraTuning
-from worker.context import JobContext
 from worker.registry import ModelTask, TuningPlan, register_tuning
+from worker.training.context import JobContext
 
 
 def lora_config(tuning: LoraTuning, task: ModelTask) -> LoraConfig:

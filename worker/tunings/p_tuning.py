@@ -4,7 +4,7 @@
 from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType
 
 from tunesmith.spec.tunings import PTuningTuning
-from worker.context import JobContext
+from worker.training.context import JobContext
 from worker.tunings.prompt_learning import register_prompt_learning
 
 

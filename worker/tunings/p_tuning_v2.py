@@ -8,7 +8,7 @@ are the parameters themselves.
 from peft import PrefixTuningConfig, TaskType
 
 from tunesmith.spec.tunings import PTuningV2Tuning
-from worker.context import JobContext
+from worker.training.context import JobContext
 from worker.tunings.prompt_learning import register_prompt_learning
 
 

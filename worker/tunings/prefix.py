@@ -10,7 +10,7 @@ without the MLP); checkpoints also keep the MLP itself so that a job can resume
 from peft import PrefixTuningConfig, TaskType
 
 from tunesmith.spec.tunings import PrefixTuning
-from worker.context import JobContext
+from worker.training.context import JobContext
 from worker.tunings.prompt_learning import register_prompt_learning
 
 

@@ -8,8 +8,8 @@ num_virtual_tokens), read with the job model's own tokenizer.
 from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
 from tunesmith.spec.tunings import PromptTuning
-from worker.context import JobContext
-from worker.modeling import model_source
+from worker.training.context import JobContext
+from worker.training.modeling import model_source
 from worker.tunings.prompt_learning import register_prompt_learning
 
 

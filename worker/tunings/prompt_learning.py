@@ -15,8 +15,8 @@ from peft import PeftModel, PeftType, PromptLearningConfig, TaskType, get_peft_m
 from safetensors.torch import load_file, save_file
 
 from tunesmith.spec.tunings import TuningSpec
-from worker.context import JobContext
 from worker.registry import ModelTask, TuningPlan, register_tuning
+from worker.training.context import JobContext
 from worker.tunings.lora import save_peft
 
 T = TypeVar("T", bound=TuningSpec)
@@ -40,7 +40,7 @@ def fix_generation(model: PeftModel) -> PeftModel:
     the way into peft's logic and back out of it.
 
     Remove this (and its call below) once peft's prepare_inputs_for_generation reads `cache`:
-    tests/worker/test_tuning_plans.py::test_peft_generation_still_needs_our_fix runs an
+    tests/unit/test_tuning_plans.py::test_peft_generation_still_needs_our_fix runs an
     unpatched peft model and fails as soon as peft gets it right by itself.
     """
     if not isinstance(model, PeftModel) or not model.active_peft_config.is_prompt_learning:
@@ -95,7 +95,7 @@ def keep_encoder_in_checkpoints(model: PeftModel) -> PeftModel:
     from different prompts). So every save also writes the encoder's own weights to
     `prompt_encoder.safetensors`, and a trainable load from a folder that has them restores
     the encoder exactly; `PeftModel.from_pretrained` ignores the file. Remove this once peft
-    saves the encoder for training: tests/worker/test_tuning_plans.py's resume test then
+    saves the encoder for training: tests/unit/test_tuning_plans.py's resume test then
     passes without it.
     """
     if not reparameterised(model.active_peft_config):

@@ -3,7 +3,8 @@
 4-bit (NF4 or FP4, optionally double-quantised) or 8-bit (LLM.int8) base weights; bitsandbytes
 runs both on CPU too. The LoRA weights stay in full precision, so the artifact is an ordinary
 PEFT LoRA folder that loads onto the full-precision base (or a quantised one) as it is.
-The same as `tuning.type: lora` with `quantization: {"method": "bnb_nf4"}` (worker/quantization.py).
+The same as `tuning.type: lora` with `quantization: {"method": "bnb_nf4"}`
+(worker/training/quantization.py).
 """
 
 from typing import Any
@@ -11,9 +12,9 @@ from typing import Any
 from peft import get_peft_model, prepare_model_for_kbit_training
 
 from tunesmith.spec.tunings import QLoraTuning
-from worker.context import JobContext
-from worker.quantization import compute_dtype, device_map
 from worker.registry import ModelTask, TuningPlan, register_tuning
+from worker.training.context import JobContext
+from worker.training.quantization import compute_dtype, device_map
 from worker.tunings.lora import lora_config, save_peft
 
 

@@ -1,7 +1,0 @@
-"""The worker's Celery app: the API's app plus the tasks (`celery -A worker.celery_app`)."""
-
-from tunesmith.queue import celery_app
-
-app = celery_app()
-
-import worker.tasks  # noqa: E402,F401  (registers the tasks on the app)

@@ -1,0 +1,2 @@
+"""Training rows of each format as the trainers read them.
+"""
