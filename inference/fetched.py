@@ -10,7 +10,7 @@ so the cache holds at most what the memory budget holds.
 import atexit
 import os
 import shutil
-from collections.abc import Hashable
+from collections.abc import Hashable, Set
 from pathlib import Path
 
 from tunesmith import storage
@@ -41,7 +41,7 @@ class FetchedFolders:
                     shutil.rmtree(stale, ignore_errors=True)
             atexit.register(shutil.rmtree, self.root, True)
 
-    def local(self, job_id: str | None, path: str, users: set[Hashable]) -> str:
+    def local(self, job_id: str | None, path: str, users: Set[Hashable]) -> str:
         """A folder of job `job_id` (None: `path` is this node's own) on local disk."""
         if job_id is None:
             return path

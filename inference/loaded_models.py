@@ -199,9 +199,9 @@ class ModelCache:
             base_users, weights_users = own, own
         self._loading = base_users | weights_users
         self._fetched.local(ref.base_job, ref.base_path, base_users)
-        weights = None if ref.weights_path is None else self._fetched.local(
+        local_weights = None if ref.weights_path is None else self._fetched.local(
             ref.weights_job, ref.weights_path, weights_users)
-        return replace(ref, base_path=base, weights_path=weights, base_job=None,
+        return replace(ref, base_path=base, weights_path=local_weights, base_job=None,
                        weights_job=None)
 
     # -- units ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from tunesmith.memory_plan import MemoryPlan, choose
 from tunesmith.model_names import ModelLocation
 from tunesmith.spec.job import JobSpec
 from tunesmith.spec.quantization import QUANTIZABLE_TUNINGS
+from tunesmith.spec.tunings import QLoraTuning
 
 QUANTIZED_OPTIMIZER = "paged_adamw_32bit"
 
@@ -47,7 +48,8 @@ def read_config(location: ModelLocation) -> dict[str, Any] | None:
         return None
     path = Path(location.path_or_id) / "config.json"
     try:
-        return json.loads(path.read_text())
+        config: dict[str, Any] = json.loads(path.read_text())
+        return config
     except (OSError, ValueError):
         return None
 
@@ -67,7 +69,7 @@ def training_setup(spec: JobSpec, device: str = "cuda") -> TrainingSetup:
         sequences_per_row=spec.method.planned_sequences or 1,
         quantization=spec.quantization.method if spec.quantization else None,
         # Quantised jobs train with paged AdamW on CUDA (worker/training/quantization.py).
-        paged_optimizer=spec.quantization is not None or t.type == "qlora")
+        paged_optimizer=spec.quantization is not None or isinstance(t, QLoraTuning))
 
 
 def _resolve(spec: JobSpec, *, rows: int, config: dict[str, Any] | None,
@@ -172,12 +174,12 @@ def dry_run(spec: JobSpec, location: ModelLocation | None, *, rows: int,
         notes.append(f"method '{spec.method.type}' sizes its own batches around generation: "
                      "the estimate is the training pass alone")
     hp = _resolve(spec, rows=rows, config=config, shape=shape, free_bytes=None)
-    quantized = spec.quantization is not None or spec.tuning.type == "qlora"
+    quantized = spec.quantization is not None or isinstance(spec.tuning, QLoraTuning)
     answer: dict[str, Any] = {
         "object": "fine_tuning.job.dry_run", "model": spec.model,
         "method": spec.method.type, "tuning": spec.tuning.type,
         "quantization": spec.quantization.method if spec.quantization else (
-            "bnb_nf4" if spec.tuning.type == "qlora" else None),
+            "bnb_nf4" if isinstance(spec.tuning, QLoraTuning) else None),
         "hyperparameters": hp.as_dict(),
         "optimizer": QUANTIZED_OPTIMIZER if quantized else "adamw_torch",
         "devices": 1 if spec.resources.gpus in ("auto", 0) else spec.resources.gpus,

@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import Iterable
 from functools import cache
+from typing import Any
 
 from celery import Celery
 
@@ -49,7 +50,7 @@ def prepare_broker(queues: Iterable[str], *, attempts: int = 10) -> None:
     for attempt in range(1, attempts + 1):
         try:
             with celery_app().connection_for_write() as connection:
-                channel = connection.default_channel
+                channel: Any = connection.default_channel  # kombu's typing lacks queue_declare
                 for name in queues:
                     channel.queue_declare(queue=name)
             return
@@ -81,8 +82,10 @@ def jobs_waiting_in(queues: Iterable[str], *, delivered_within: float,
 
     client = redis.Redis.from_url(settings.celery_broker_url, socket_timeout=5)
     try:
-        raw = [m for queue in queues for m in client.lrange(queue, 0, -1)]
-        recent = client.zrangebyscore(UNACKED_INDEX, time.time() - delivered_within, "+inf")
+        # bytes: the client decodes nothing (no decode_responses); redis-py types it loosely
+        raw: list[Any] = [m for queue in queues for m in client.lrange(queue, 0, -1)]
+        recent: Any = client.zrangebyscore(UNACKED_INDEX, time.time() - delivered_within,
+                                           "+inf")
         if recent:
             raw += [m for m in client.hmget(UNACKED, recent) if m]
     finally:

@@ -117,13 +117,13 @@ def warn_unserved(now: float | None = None) -> list[str]:
             sa.select(JobEvent).where(JobEvent.job_id.in_(list(unserved)),
                                       JobEvent.message.startswith(NO_WORKER)))}
         for job in waiting:
-            queue = unserved.get(job.id)
-            if queue is None or (job.id, job.attempt) in told:
+            wanted = unserved.get(job.id)
+            if wanted is None or (job.id, job.attempt) in told:
                 continue
             add_event(session, job.id,
-                      f"{NO_WORKER} '{queue}': the job waits until one starts "
-                      f"(`tunesmith worker --queues {queue}`)", level="warn",
-                      data={"reason": "no_worker", "queue": queue, "attempt": job.attempt})
+                      f"{NO_WORKER} '{wanted}': the job waits until one starts "
+                      f"(`tunesmith worker --queues {wanted}`)", level="warn",
+                      data={"reason": "no_worker", "queue": wanted, "attempt": job.attempt})
             warned.append(job.id)
     return warned
 

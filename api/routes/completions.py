@@ -56,8 +56,9 @@ class Sampling(BaseModel):
     seed: int | None = None
     stream: bool = False
     n: Literal[1] = Field(default=1, description="One choice per request only.")
-    presence_penalty: Literal[0, 0.0] = 0
-    frequency_penalty: Literal[0, 0.0] = 0
+    # Accepted at OpenAI's default only: no penalty is applied, so any other value is refused.
+    presence_penalty: float = Field(default=0, ge=0, le=0)
+    frequency_penalty: float = Field(default=0, ge=0, le=0)
     user: str | None = None
 
     @field_validator("stop")

@@ -241,8 +241,9 @@ def _dry_run(session: Session, project: Project, spec: JobSpec) -> dict[str, Any
     from tunesmith.dry_run import GpuClassesError, dry_run, parse_gpu_classes
 
     _check_references(session, project, spec)
-    rows = sum(session.get(File, use.file_id).row_count for use in file_uses(spec)  # type: ignore[union-attr]
-               if use.field != "validation_file")
+    files = [session.get(File, use.file_id) for use in file_uses(spec)
+             if use.field != "validation_file"]
+    rows = sum(file.row_count or 0 for file in files if file is not None)
     location = None if parse_fine_tuned(spec.model) is not None else resolve_model(spec.model)
     try:
         classes = parse_gpu_classes(settings.gpu_classes)
@@ -265,7 +266,7 @@ def _insert_job(session: Session, project: Project, spec: JobSpec) -> Job:
     hold_project(session, project.id)
     _check_references(session, project, spec)
     queued = session.scalar(sa.select(sa.func.count()).select_from(Job).where(
-        Job.project_id == project.id, Job.status == JobStatus.queued.value))
+        Job.project_id == project.id, Job.status == JobStatus.queued.value)) or 0
     if queued >= settings.max_queued_jobs_per_project:
         raise RateLimited(f"This project has {queued} queued jobs, the most allowed; wait for "
                           "some to start.", code="too_many_queued_jobs",

@@ -7,9 +7,8 @@ from pydantic import BaseModel
 
 from api.deps import CurrentProject
 from api.schemas.methods import Methods
-from tunesmith.spec.objectives import METHOD_CLASSES
+from tunesmith.spec.objectives import METHOD_CLASSES, QUANTIZABLE_OBJECTIVES
 from tunesmith.spec.quantization import (
-    QUANTIZABLE_OBJECTIVES,
     QUANTIZABLE_TUNINGS,
     QUANTIZATION_CLASSES,
     refusal,
@@ -20,7 +19,7 @@ router = APIRouter(prefix="/v1", tags=["methods"])
 
 
 def _type_of(cls: type[BaseModel]) -> str:
-    return cls.model_fields["type"].default
+    return str(cls.model_fields["type"].default)
 
 
 def _doc(cls: type[BaseModel]) -> str:
@@ -32,7 +31,7 @@ def describe_methods() -> dict[str, Any]:
     for cls in METHOD_CLASSES:
         kind = _type_of(cls)
         config_field = cls.model_fields[kind]
-        defaults = (config_field.default_factory().model_dump(mode="json")  # type: ignore[misc]
+        defaults = (config_field.default_factory().model_dump(mode="json")  # type: ignore[call-arg]
                     if config_field.default_factory else None)
         objectives.append({
             "type": kind, "description": _doc(cls), "schema": cls.model_json_schema(),
@@ -44,10 +43,11 @@ def describe_methods() -> dict[str, Any]:
                 "schema": cls.model_json_schema(), "defaults": cls().model_dump(mode="json")}
                for cls in TUNING_CLASSES if _can_default(cls)]
     quantizations = []
-    for cls in QUANTIZATION_CLASSES:
-        for method in cls.model_fields["method"].annotation.__args__:  # type: ignore[union-attr]
+    for quantization in QUANTIZATION_CLASSES:
+        for method in quantization.model_fields["method"].annotation.__args__:  # type: ignore[union-attr]
             quantizations.append({
-                "method": method, "description": _doc(cls), "schema": cls.model_json_schema(),
+                "method": method, "description": _doc(quantization),
+                "schema": quantization.model_json_schema(),
                 "tunings": sorted(t for t in QUANTIZABLE_TUNINGS
                                   if refusal(method, t, "supervised") is None),
                 "objectives": sorted(QUANTIZABLE_OBJECTIVES)})

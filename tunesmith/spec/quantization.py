@@ -6,7 +6,7 @@ bitsandbytes quantises as it loads (NF4, FP4 or LLM.int8), or on a GPTQ checkpoi
 published. `tuning.type: qlora` stays the well-known name for LoRA on `bnb_nf4`.
 """
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -82,7 +82,7 @@ def gptq_library_installed() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("gptqmodel", "optimum"))
 
 
-def base_refusal(method: str | None, config: dict | None, model: str) -> str | None:
+def base_refusal(method: str | None, config: dict[str, Any] | None, model: str) -> str | None:
     """Why the base model `model` (its config.json, None when unknown here) cannot take the
     job's quantization `method` (None: no block), or None."""
     published = ((config or {}).get("quantization_config") or {}).get("quant_method")

@@ -214,8 +214,9 @@ class PPOEvents:
                                state={"episode": self.episode, "total_steps": self.total_steps,
                                       "trained_tokens": self.tokens,
                                       "stage": self.ctx.stage or None})
-        metrics = {k: self.last[k] for k in ("reward_mean", "kl", "learning_rate", "epoch")
-                   if k in self.last}
+        metrics: dict[str, Any] = {k: self.last[k] for k in ("reward_mean", "kl",
+                                                              "learning_rate", "epoch")
+                                   if k in self.last}
         if "loss" in self.last:
             metrics["train_loss"] = self.last["loss"]
         self.ctx.checkpoint(step, path, metrics)

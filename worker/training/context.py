@@ -55,10 +55,12 @@ class JobContext:
     def world_size(self) -> int:
         return int(os.environ.get("WORLD_SIZE", "1"))
 
-    def rows(self, file_id: str) -> list[dict[str, Any]]:
+    def rows(self, file_id: str | None) -> list[dict[str, Any]]:
         """The rows of an uploaded file, read as the upload check read them (same reader,
         same limits), so a row it accepted cannot fail here; if one does, the job fails
         as bad data naming the field and the line, not as `internal`."""
+        if file_id is None:  # the spec requires the file for every method that reads it
+            raise ValueError("this method reads a training_file and the job names none")
         try:
             return [row for _, row in read_rows(storage.local_file(file_id),
                                                  max_line_bytes=settings.max_line_bytes)]
@@ -130,7 +132,8 @@ class JobContext:
             return
         summary = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in data.items())
-        message, data = self._labelled(f"step {data.get('step')}: {summary}", data)
+        message, labelled = self._labelled(f"step {data.get('step')}: {summary}", data)
+        data = labelled or {}
         progress = {**progress, "stage": self.stage or None}
 
         def write() -> None:

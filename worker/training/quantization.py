@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.spec.quantization import Bnb4bitQuantization, Bnb8bitQuantization
-from worker.registry import TuningPlan
+from tunesmith.spec.tunings import QLoraTuning
+from worker.registry import ModelTask, TuningPlan
 from worker.training.context import JobContext
 
 
@@ -124,7 +125,7 @@ def on_quantized_base(plan: TuningPlan, ctx: JobContext) -> TuningPlan:
     def load(tuning: Any, job: JobContext) -> dict[str, Any]:
         return {**plan.load_kwargs(tuning, job), **load_kwargs(quantization, job)}
 
-    def apply(model: Any, tuning: Any, task: str, job: JobContext) -> Any:
+    def apply(model: Any, tuning: Any, task: ModelTask, job: JobContext) -> Any:
         model = prepare_base(model, quantization, job)
         if quantization.method == "gptq" and getattr(tuning, "target_modules", "") == "all-linear":
             # peft's "all-linear" finds torch Linear layers only, and GPTQ's are not: name them.
@@ -137,7 +138,7 @@ def on_quantized_base(plan: TuningPlan, ctx: JobContext) -> TuningPlan:
 
 
 def is_quantized(ctx: JobContext) -> bool:
-    return ctx.spec.quantization is not None or ctx.spec.tuning.type == "qlora"
+    return ctx.spec.quantization is not None or isinstance(ctx.spec.tuning, QLoraTuning)
 
 
 def choose_optimizer(ctx: JobContext, memory: Any) -> tuple[str | None, str]:

@@ -2,14 +2,14 @@
 
 from typing import Any
 
-from worker.registry import TuningPlan
+from worker.registry import ModelTask, TuningPlan
 from worker.training.artifacts import register_artifacts
 from worker.training.context import JobContext
 from worker.training.public_names import name_the_model
 
 
 def save_result(ctx: JobContext, plan: TuningPlan, model: Any, tokenizer: Any,
-                *, name: str = "", task: str = "causal_lm") -> list[str]:
+                *, name: str = "", task: ModelTask = "causal_lm") -> list[str]:
     """Save through the tuning's saver into artifacts/<name or kind>; returns artifact names.
 
     A stage of a multi-stage job (rlhf) saves under artifacts/<stage>/, so its stages'
