@@ -10,28 +10,32 @@
   broker is read first, and a message still waiting there, or just delivered to a worker
   that is about to claim it, is left alone. (A duplicate would be
   harmless, since claims are atomic, but a long queue would pile them up.)
-- A running export whose lease ran out is queued and sent again, or failed past its attempts.
+- A running export whose lease ran out is queued and sent again, or failed past its attempts;
+  a queued export whose message was lost is sent again, as a job is.
 """
 
 import logging
+import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
-from tunesmith.db.models import Job, JobEvent
+from tunesmith.db.models import Export, Job, JobEvent
 from tunesmith.db.session import session_scope
-from tunesmith.exports.redispatch import redispatch_queued_exports
 from tunesmith.jobs.attempts import lease_lost
 from tunesmith.jobs.dispatch import queue_of, send
 from tunesmith.jobs.events import add_event
-from tunesmith.jobs.exports import reap_lost_exports
+from tunesmith.jobs.exports import ExportStatus, reap_lost_exports, send_export
 from tunesmith.jobs.states import HELD, JobStatus
-from tunesmith.queue import jobs_waiting_in
+from tunesmith.queue import JOB_ID, jobs_waiting_in
 from tunesmith.settings import settings
 from tunesmith.workers import live_queues
 
 log = logging.getLogger(__name__)
+EXPORT_ID = re.compile(r"ftexp-[0-9a-f]{24}")
 # How long a message may take to go from its queue to kombu's unacknowledged set.
 SETTLE_SECONDS = 0.25
 
@@ -47,12 +51,12 @@ def reap_expired_leases(now: float | None = None) -> list[str]:
     return requeued
 
 
-def _waiting_in_broker(queues: set[str]) -> set[str]:
+def _waiting_in_broker(queues: set[str], ids: re.Pattern[str]) -> set[str]:
     try:
-        return jobs_waiting_in(queues,
+        return jobs_waiting_in(queues, ids=ids,
                                delivered_within=settings.redispatch_after_seconds) or set()
     except Exception:  # unreadable now: send again, a duplicate costs one dropped claim
-        log.warning("could not read the broker's queues; stale jobs are sent again",
+        log.warning("could not read the broker's queues; stale messages are sent again",
                     exc_info=True)
         return set()
 
@@ -61,36 +65,59 @@ def redispatch_queued(now: float | None = None) -> list[str]:
     """Send again the queued jobs never sent, or sent long ago, unclaimed, and whose
     message is no longer in the broker."""
     now = time.time() if now is None else now
-    cutoff = now - settings.redispatch_after_seconds
-    sent: list[str] = []
     with session_scope() as session:
         stale = session.scalars(sa.select(Job).where(
             Job.status == JobStatus.queued.value,
-            sa.or_(Job.dispatched_at.is_(None), Job.dispatched_at < cutoff))).all()
-        queues = {job.id: queue_of(job) for job in stale}
-        sent_before = [job for job in stale if job.dispatched_at is not None]
-        waiting = _waiting_in_broker(set(queues.values())) if sent_before else set()
-        if any(job.id not in waiting for job in sent_before):
-            # A message a worker is taking right now is in neither place for a moment
-            # (popped, not yet recorded as unacknowledged): look once more, after that
-            # moment, and drop the jobs claimed meanwhile.
-            time.sleep(SETTLE_SECONDS)
-            waiting |= _waiting_in_broker(set(queues.values()))
-            for job in sent_before:
-                session.refresh(job)
-        for job in stale:
-            if job.status != JobStatus.queued:
-                continue
-            if job.dispatched_at is not None and job.id in waiting:
-                # Still in line: look again one period from now.
-                job.dispatched_at = now
-                continue
-            try:
-                job.dispatched_at = send(job.id, queue=queues[job.id])
-            except Exception:
-                log.warning("broker unreachable; job %s stays queued for the next round", job.id)
-                break
-            sent.append(job.id)
+            sa.or_(Job.dispatched_at.is_(None),
+                   Job.dispatched_at < now - settings.redispatch_after_seconds))).all()
+        return _send_again(session, stale, {job.id: queue_of(job) for job in stale},
+                           send=lambda row_id, queue: send(row_id, queue=queue),
+                           ids=JOB_ID, now=now)
+
+
+def redispatch_queued_exports(now: float | None = None) -> list[str]:
+    """The same for exports: a broker restarted without persistence, or a message dropped
+    on the way, leaves an export `queued` with nothing that would ever start it."""
+    now = time.time() if now is None else now
+    with session_scope() as session:
+        stale = session.scalars(sa.select(Export).where(
+            Export.status == ExportStatus.queued.value,
+            sa.func.coalesce(Export.dispatched_at, Export.created_at)
+            < now - settings.redispatch_after_seconds)).all()
+        return _send_again(session, stale, {export.id: settings.queue for export in stale},
+                           send=lambda row_id, _queue: send_export(row_id),
+                           ids=EXPORT_ID, now=now)
+
+
+def _send_again(session: Session, stale: Sequence[Job | Export], queues: dict[str, str], *,
+                send: Callable[[str, str], float], ids: re.Pattern[str],
+                now: float) -> list[str]:
+    """Send each stale queued row again unless its message still waits in the broker (one
+    that simply waits its turn keeps its one message; a duplicate would be harmless, since
+    claims are atomic, but a long queue would pile them up). A row never sent is sent."""
+    sent: list[str] = []
+    sent_before = [row for row in stale if row.dispatched_at is not None]
+    waiting = _waiting_in_broker(set(queues.values()), ids) if sent_before else set()
+    if any(row.id not in waiting for row in sent_before):
+        # A message a worker is taking right now is in neither place for a moment
+        # (popped, not yet recorded as unacknowledged): look once more, after that
+        # moment, and drop the rows claimed meanwhile.
+        time.sleep(SETTLE_SECONDS)
+        waiting |= _waiting_in_broker(set(queues.values()), ids)
+        for row in sent_before:
+            session.refresh(row)
+    for row in stale:
+        if row.status != "queued":
+            continue
+        if row.dispatched_at is not None and row.id in waiting:
+            row.dispatched_at = now  # still in line: look again one period from now
+            continue
+        try:
+            row.dispatched_at = send(row.id, queues[row.id])
+        except Exception:
+            log.warning("broker unreachable; %s stays queued for the next round", row.id)
+            break
+        sent.append(row.id)
     return sent
 
 

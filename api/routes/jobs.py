@@ -1,7 +1,7 @@
 """`/v1/fine_tuning/jobs`: create, list, retrieve and cancel fine-tuning jobs."""
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -307,14 +307,20 @@ def read_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[
     return job_object(get_job(session, project, job_id))
 
 
+def _requested(session: Session, project: Project, job_id: str,
+               operation: Callable[[Session, Job], object]) -> dict[str, Any]:
+    """A cancel, pause or resume of the project's job; refused (409) from its status."""
+    job = get_job(session, project, job_id)
+    with refused_as_conflict("job_id"):
+        operation(session, job)
+    return job_object(job)
+
+
 @router.post("/{job_id}/cancel", response_model=JobObject, response_model_exclude_unset=True,
              responses=error_responses(404, 409))
 def cancel_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """Cancel: a queued job at once; a running one stops within seconds and frees its GPU."""
-    job = get_job(session, project, job_id)
-    with refused_as_conflict("job_id"):
-        cancel(session, job)
-    return job_object(job)
+    return _requested(session, project, job_id, cancel)
 
 
 @router.post("/{job_id}/pause", response_model=JobObject, response_model_exclude_unset=True,
@@ -322,17 +328,11 @@ def cancel_job(session: SessionDep, project: CurrentProject, job_id: str) -> dic
 def pause_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """Pause: a queued job at once; a running one saves a checkpoint and frees its worker
     within seconds. `resume` continues from that checkpoint."""
-    job = get_job(session, project, job_id)
-    with refused_as_conflict("job_id"):
-        pause(session, job)
-    return job_object(job)
+    return _requested(session, project, job_id, pause)
 
 
 @router.post("/{job_id}/resume", response_model=JobObject, response_model_exclude_unset=True,
              responses=error_responses(404, 409))
 def resume_job(session: SessionDep, project: CurrentProject, job_id: str) -> dict[str, Any]:
     """Resume a paused job: it is queued again and continues from its last checkpoint."""
-    job = get_job(session, project, job_id)
-    with refused_as_conflict("job_id"):
-        resume(session, job)
-    return job_object(job)
+    return _requested(session, project, job_id, resume)

@@ -29,12 +29,17 @@ class ApiKey(Base):
     revoked_at: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
-class File(Base):
-    __tablename__ = "files"
-    __table_args__ = (sa.Index("ix_files_project_id_id", "project_id", "id"),)
+class ProjectRow:
+    """A row a project owns, found by its public id: a project's key sees only its own."""
 
     id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
     project_id: Mapped[str] = mapped_column(sa.ForeignKey("projects.id"))
+
+
+class File(ProjectRow, Base):
+    __tablename__ = "files"
+    __table_args__ = (sa.Index("ix_files_project_id_id", "project_id", "id"),)
+
     filename: Mapped[str] = mapped_column(sa.String(255))
     purpose: Mapped[str] = mapped_column(sa.String(40))
     bytes: Mapped[int] = mapped_column(sa.BigInteger)
@@ -46,7 +51,7 @@ class File(Base):
     created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
 
 
-class Job(Base):
+class Job(ProjectRow, Base):
     __tablename__ = "jobs"
     __table_args__ = (
         sa.Index("ix_jobs_project_id_id", "project_id", "id"),
@@ -61,8 +66,6 @@ class Job(Base):
     )
 
     # Ids sort by creation time, so keyset pagination is `ORDER BY id DESC`.
-    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
-    project_id: Mapped[str] = mapped_column(sa.ForeignKey("projects.id"))
     model: Mapped[str] = mapped_column(sa.String(255))
     training_file_id: Mapped[str | None] = mapped_column(sa.ForeignKey("files.id"))
     validation_file_id: Mapped[str | None] = mapped_column(sa.ForeignKey("files.id"))
@@ -164,14 +167,12 @@ class WorkerHeartbeat(Base):
     heartbeat_at: Mapped[float] = mapped_column(sa.Float)
 
 
-class WebhookEndpoint(Base):
+class WebhookEndpoint(ProjectRow, Base):
     """A project's webhook receiver: where to send which job events, signed with `secret`."""
 
     __tablename__ = "webhook_endpoints"
     __table_args__ = (sa.Index("ix_webhook_endpoints_project_id_id", "project_id", "id"),)
 
-    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
-    project_id: Mapped[str] = mapped_column(sa.ForeignKey("projects.id"))
     url: Mapped[str] = mapped_column(sa.String(2048))
     events: Mapped[list[str]] = mapped_column(JSONType)
     description: Mapped[str | None] = mapped_column(sa.String(512))
@@ -235,7 +236,7 @@ class Export(Base):
     # fails) an export whose lease ran out, as it does for jobs.
     lease_expires_at: Mapped[float | None] = mapped_column(sa.Float)
     # When its message was last sent (None: at creation): the reaper sends again a queued
-    # export whose message the broker no longer holds (tunesmith/exports/redispatch.py).
+    # export whose message the broker no longer holds (tunesmith/reaper.py).
     dispatched_at: Mapped[float | None] = mapped_column(sa.Float)
     attempt: Mapped[int] = mapped_column(sa.Integer, default=0)
     created_at: Mapped[int] = mapped_column(sa.BigInteger, default=now)
