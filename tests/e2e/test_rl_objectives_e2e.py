@@ -213,6 +213,20 @@ def test_ppo_raises_the_reward_during_training(project: Project, ppo: dict[str, 
     assert late > early + 1.0, (early, late)
 
 
+def test_ppo_job_shows_the_hyperparameters_that_ran(project: Project,
+                                                   ppo: dict[str, Any]) -> None:
+    """The job object, read back over the API, shows resolved values where the PPO job
+    asked for "auto": in its objective and in OpenAI's top-level hyperparameters."""
+    job = project.job(ppo["job"]["id"])
+    resolved = job["resolved_hyperparameters"]
+    assert job["hyperparameters"] == {key: resolved[key] for key in (
+        "n_epochs", "batch_size", "learning_rate_multiplier")}
+    assert "auto" not in job["hyperparameters"].values(), job["hyperparameters"]
+    ran = job["objective"]["ppo"]["hyperparameters"]
+    assert "auto" not in ran.values(), ran
+    assert ran["total_episodes"] == resolved["total_episodes"]
+
+
 def test_ppo_checkpoints_are_listed(project: Project, ppo: dict[str, Any]) -> None:
     page = project.http.get(f"/v1/fine_tuning/jobs/{ppo['job']['id']}/checkpoints").json()
     steps = [c["step_number"] for c in page["data"]]
@@ -385,7 +399,7 @@ def test_rlhf_runs_three_stages_in_order_and_resumes_in_the_third(
     # Nothing of stages 1-2 trained twice; stage 3 picked up at its checkpoint.
     assert sum(m.startswith("sft: Training") for m in messages) == 1, messages
     assert sum(m.startswith("reward: Training") for m in messages) == 1, messages
-    resumed = [e["data"] for e in events if e["message"].startswith("Resuming from")]
+    resumed = [e["data"] for e in events if e["message"].startswith("ppo: Resuming from")]
     assert len(resumed) == 1 and resumed[0]["stage"] == "ppo", resumed
     assert resumed[0]["resume_from_step"] == max(killed["checkpoints"]) or \
         resumed[0]["resume_from_step"] > max(killed["checkpoints"])
