@@ -46,7 +46,8 @@ demo: install
 test-servers:
 	.ci/system-packages servers
 
-test: install test-servers
+# Lint first (about a minute): a style or type error fails before the slow suite.
+test: install test-servers lint
 	$(PY) -m pytest -q
 
 # ruff, then mypy with pyproject's [tool.mypy] (strict on tunesmith/ and api/).

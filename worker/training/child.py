@@ -94,7 +94,9 @@ def main(job_id: str, *, warm: bool = False) -> int:
         from transformers import set_seed
 
         from worker.registry import run_objective
+        from worker.training.quantization import hide_gptqmodel_from_peft
 
+        hide_gptqmodel_from_peft(ctx)
         ctx.device = pick_device(ctx.spec.resources.gpus)
         set_seed(ctx.seed)
         run_objective(ctx)

@@ -29,6 +29,26 @@ def _keep_the_hf_cache() -> None:
 
 _keep_the_hf_cache()
 
+# peft's modules that ask whether gptqmodel is installed before they look for GPTQ layers.
+_PEFT_GPTQ_PROBES = ("peft.tuners.lora.gptq", "peft.tuners.lora.awq",
+                     "peft.utils.quantization_utils", "peft.utils.other")
+
+
+def hide_gptqmodel_from_peft(ctx: JobContext) -> None:
+    """Where gptqmodel is installed, peft imports it for every adapter it builds, to see if a
+    layer is GPTQ's (about 0.8 s a job and a banner in its log). A job whose base is not
+    GPTQ has no such layer: tell peft it is absent. Removal test: drop this and see
+    tests/e2e/test_quantized_gptq.py and a plain LoRA job's log (`gptqmodel` banner)."""
+    quantization = ctx.spec.quantization
+    if quantization is not None and quantization.method == "gptq":
+        return
+    import importlib
+
+    for name in _PEFT_GPTQ_PROBES:
+        module = importlib.import_module(name)
+        if hasattr(module, "is_gptqmodel_available"):
+            module.is_gptqmodel_available = lambda: False  # type: ignore[attr-defined]
+
 
 def compute_dtype(ctx: JobContext) -> Any:
     """The dtype the dequantised matmuls run in: bf16 where the GPU has it."""
