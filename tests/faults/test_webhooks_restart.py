@@ -18,8 +18,10 @@ from tests.faults.stack import FaultStack, wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
-# Retries every 0.5-2 s for as long as the test keeps the receiver down.
-STACK_ENV = {"TUNESMITH_WEBHOOK_MAX_ATTEMPTS": "1000"}
+# Retries every 0.5-2 s for as long as the test keeps the receiver down. The API is killed
+# at random points, mid-send too: a row it held is free again after one send's claim
+# (timeout + 15 s), well inside the waits below.
+STACK_ENV = {"TUNESMITH_WEBHOOK_MAX_ATTEMPTS": "1000", "TUNESMITH_WEBHOOK_TIMEOUT_SECONDS": "3"}
 
 SFT = {"model": "tiny-llama",
        "method": {"type": "supervised", "supervised": {"hyperparameters": {

@@ -48,24 +48,30 @@ def retry_delay(attempts: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-def _claim(limit: int = BATCH) -> list[str]:
-    """Take up to `limit` due rows for this sender; a row another sender holds is skipped."""
+def claim_seconds() -> float:
+    """How long a claim holds a row: one send and its bookkeeping. A sender killed mid-send
+    keeps the row from the others no longer than this."""
+    return settings.webhook_timeout_seconds + 15.0
+
+
+def _claim_next() -> str | None:
+    """Take the next due row for this sender, or None when nothing is due. Rows are claimed
+    one at a time, just before each is sent, so a dead sender strands at most one row, and
+    for one send's time (a claim taken for a whole batch stranded twenty rows for minutes)."""
     clock = time.time()
-    # Long enough to send every row of the batch, one after the other, to slow receivers.
-    claim_for = settings.webhook_timeout_seconds * (limit + 1) + 30
     due = (WebhookDelivery.status == "pending") & (WebhookDelivery.next_attempt_at <= clock) & (
         WebhookDelivery.claimed_until.is_(None) | (WebhookDelivery.claimed_until < clock))
-    taken: list[str] = []
     with session_scope() as session:
         candidates = session.scalars(sa.select(WebhookDelivery.id).where(due)
-                                     .order_by(WebhookDelivery.next_attempt_at).limit(limit)).all()
+                                     .order_by(WebhookDelivery.next_attempt_at).limit(5)).all()
         for delivery_id in candidates:
             # The same condition again in the UPDATE: of two senders, one changes the row.
             claim = sa.update(WebhookDelivery).where(
-                WebhookDelivery.id == delivery_id, due).values(claimed_until=clock + claim_for)
+                WebhookDelivery.id == delivery_id, due).values(
+                    claimed_until=clock + claim_seconds())
             if rows_changed(session, claim) == 1:
-                taken.append(delivery_id)
-    return taken
+                return delivery_id
+    return None
 
 
 def _send(url: str, secret: str, event_id: str, payload: str) -> Outcome:
@@ -124,12 +130,13 @@ def deliver(delivery_id: str) -> Outcome | None:
     return outcome
 
 
-def run_once() -> int:
-    """Deliver what is due now. Returns how many rows were attempted."""
-    claimed = _claim()
-    for delivery_id in claimed:
+def run_once(limit: int = BATCH) -> int:
+    """Deliver up to `limit` rows that are due now. Returns how many were attempted."""
+    attempted = 0
+    while attempted < limit and (delivery_id := _claim_next()) is not None:
         deliver(delivery_id)
-    return len(claimed)
+        attempted += 1
+    return attempted
 
 
 def start_sender_thread(stop: threading.Event) -> threading.Thread:
