@@ -102,6 +102,15 @@ def test_upload_train_checkpoint_download_delete_through_the_store(
     assert "artifacts/adapter/adapter_model.safetensors" in names, names
     assert "checkpoints/checkpoint-12/trainer_state.json" in names, names
     assert "listed_checkpoints/step-12.files.json" in names, names
+    # The job has ended: the node that ran it keeps its log in the store and clears its
+    # scratch (its checkpoints would otherwise fill a GPU node's disk, job after job).
+    def cleared() -> bool:
+        stored = nodes.store.keys(f"{PREFIX}/jobs/{job['id']}")
+        return f"{PREFIX}/jobs/{job['id']}/train.log" in stored and not any(
+            (nodes.homes[node] / "scratch" / "jobs" / job["id"]).exists()
+            for node in ("w1", "w2"))
+
+    wait_for(cleared, timeout=30, what="the log in the store and the job's scratch cleared")
 
     # Checkpoints: the listing, each file (sha256 as listed) and the folder as a .tar.gz.
     listed = project.http.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]

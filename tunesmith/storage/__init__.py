@@ -167,6 +167,22 @@ def drop_job_path(job_id: str, path: Path) -> None:
         store.delete([name, *store.names(name)])
 
 
+def clear_job_scratch(job_id: str) -> None:
+    """With a store: remove the job's folder from this node's scratch, its log kept in the
+    store first. For a job that has ended: all it keeps is in the store, and a later reader
+    (an export, a job started from it, vLLM) fetches what it needs again. Without this a GPU
+    node's disk fills with the checkpoints of every job it ever ran. Nothing where the local
+    folder is the store."""
+    store = remote()
+    if store is None:
+        return
+    folder = job_dir(job_id)
+    log = folder / "train.log"
+    if log.is_file():
+        keep_job_path(job_id, log)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def fetch_job_path(job_id: str, path: Path, *, into: Path | None = None) -> Path:
     """A folder of the job's (checkpoint, artifact) on local disk, fetched from the store
     file by file (sha256 checked) where it is not on this node's scratch. `into`: fetch to

@@ -95,8 +95,13 @@ def supervise(job_id: str, *, worker_id: str) -> str:
         if ending is not None or code in (0, EXIT_STOPPED) or not with_db_retry(
                 lambda: _replan_after_oom(job_id, worker_id=worker_id), what="oom recovery"):
             break
-    return with_db_retry(lambda: _record_outcome(job_id, code, ending, worker_id=worker_id),
-                         what="outcome")
+    outcome = with_db_retry(lambda: _record_outcome(job_id, code, ending, worker_id=worker_id),
+                            what="outcome")
+    # Ended, and by this worker: nobody resumes it, so its scratch can go. A paused or
+    # requeued job keeps it (it may resume here, from local checkpoints).
+    if outcome in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
+        storage.clear_job_scratch(job_id)
+    return outcome
 
 
 def _attempt(job_id: str, processes: int, *,
