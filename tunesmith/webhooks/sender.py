@@ -62,6 +62,7 @@ def _claim_next() -> str | None:
     due = (WebhookDelivery.status == "pending") & (WebhookDelivery.next_attempt_at <= clock) & (
         WebhookDelivery.claimed_until.is_(None) | (WebhookDelivery.claimed_until < clock))
     with session_scope() as session:
+        # A few candidates, not one: another sender may win the oldest between the two queries.
         candidates = session.scalars(sa.select(WebhookDelivery.id).where(due)
                                      .order_by(WebhookDelivery.next_attempt_at).limit(5)).all()
         for delivery_id in candidates:

@@ -26,7 +26,7 @@ from tunesmith.db.models import Job
 from tunesmith.db.session import session_scope
 from tunesmith.jobs import attempts
 from tunesmith.jobs.events import add_event
-from tunesmith.jobs.states import JobStatus
+from tunesmith.jobs.states import TERMINAL, JobStatus
 from tunesmith.settings import settings
 from tunesmith.spec.job import Resources, stored_spec
 from worker.process.db_retry import is_db_outage, with_db_retry
@@ -99,7 +99,7 @@ def supervise(job_id: str, *, worker_id: str) -> str:
                             what="outcome")
     # Ended, and by this worker: nobody resumes it, so its scratch can go. A paused or
     # requeued job keeps it (it may resume here, from local checkpoints).
-    if outcome in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled):
+    if outcome in TERMINAL:
         storage.clear_job_scratch(job_id)
     return outcome
 
